@@ -1,1 +1,10 @@
+//! husk's shim: the shim v2 bootstrap (`start`, `delete`, serve) and the
+//! ttrpc adapter that maps containerd's Sandbox API onto the engine.
 
+pub mod bootstrap;
+pub mod convert;
+pub mod cri;
+pub mod error;
+pub mod paths;
+pub mod serve;
+pub mod service;

@@ -1,0 +1,350 @@
+//! The shim v2 command line, as containerd runs it:
+//! `containerd-shim-husk-v1 -namespace NS -address A -publish-binary B -id ID [-debug] start|delete`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::bootstrap_api::BootstrapParams;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use husk_sandbox::engine::{teardown, Host, UNKNOWN_EXIT};
+use husk_sandbox::state::{now_nanos, to_time};
+use husk_sandbox::{Phase, StateStore};
+
+use crate::convert;
+use crate::paths;
+
+/// The env var naming the listening socket's fd in the server process.
+pub const LISTEN_FD_ENV: &str = "HUSK_LISTEN_FD";
+const LISTEN_FD: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("usage: {0}")]
+    Usage(String),
+    #[error("runtime options on stdin: {0}")]
+    Options(String),
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] husk_sandbox::Error),
+    #[error(transparent)]
+    Os(#[from] husk_sandbox::OsError),
+}
+
+fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> BootstrapError {
+    let path = path.into();
+    move |source| BootstrapError::Io { op, path, source }
+}
+
+/// Parsed command line (Go `flag` syntax: `-name value`, `-name=value`,
+/// `--name value`; the first non-flag word is the action).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub namespace: String,
+    pub address: String,
+    pub publish_binary: String,
+    pub id: String,
+    pub bundle: Option<PathBuf>,
+    pub socket: Option<String>,
+    pub debug: bool,
+    pub version: bool,
+    pub action: Option<String>,
+}
+
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, BootstrapError> {
+    let mut f = Flags::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        if !arg.starts_with('-') || arg == "-" {
+            f.action = Some(arg);
+            break; // Go's flag package stops at the first non-flag
+        }
+        let body = arg.trim_start_matches('-');
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let mut value = |name: &str| -> Result<String, BootstrapError> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it.next().ok_or_else(|| BootstrapError::Usage(format!("flag -{name} needs a value"))),
+            }
+        };
+        match name {
+            "namespace" => f.namespace = value(name)?,
+            "address" => f.address = value(name)?,
+            "publish-binary" => f.publish_binary = value(name)?,
+            "id" => f.id = value(name)?,
+            "bundle" => f.bundle = Some(PathBuf::from(value(name)?)),
+            "socket" => f.socket = Some(value(name)?),
+            "debug" => f.debug = inline.as_deref().map_or(true, |v| v != "false"),
+            "v" | "version" => f.version = true,
+            other => return Err(BootstrapError::Usage(format!("unknown flag -{other}"))),
+        }
+    }
+    if f.namespace.is_empty() {
+        f.namespace = std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into());
+    }
+    Ok(f)
+}
+
+impl Flags {
+    fn check_ids(&self) -> Result<(), BootstrapError> {
+        husk_sandbox::id::validate(&self.id).map_err(|e| BootstrapError::Usage(format!("-id: {e}")))?;
+        paths::validate_namespace(&self.namespace).map_err(BootstrapError::Usage)
+    }
+}
+
+/// What arrived on stdin at `start`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOptions {
+    None,
+    /// containerd 2.0–2.2: the handler's options as a raw Any.
+    Any { type_url: String },
+    /// containerd 2.3+: BootstrapParams.
+    Params { namespace: String, containerd_version: String, extensions: Vec<String> },
+}
+
+/// Decodes stdin: BootstrapParams when it names this shim's id, else a raw
+/// Any. Anything else is an error, so a handler with broken options fails
+/// at `start` instead of running with defaults.
+pub fn decode_options(buf: &[u8], id: &str) -> Result<StartOptions, BootstrapError> {
+    if buf.is_empty() {
+        return Ok(StartOptions::None);
+    }
+    if let Ok(p) = BootstrapParams::parse_from_bytes(buf) {
+        if !p.instance_id.is_empty() && p.instance_id == id {
+            return Ok(StartOptions::Params {
+                namespace: p.namespace.clone(),
+                containerd_version: p.containerd_version.clone(),
+                extensions: p
+                    .extensions
+                    .iter()
+                    .map(|e| e.value.as_ref().map(|a| a.type_url.clone()).unwrap_or_default())
+                    .collect(),
+            });
+        }
+    }
+    let any = Any::parse_from_bytes(buf).map_err(|e| BootstrapError::Options(e.to_string()))?;
+    if any.type_url.is_empty() && !any.value.is_empty() {
+        return Err(BootstrapError::Options("an Any without a type URL".into()));
+    }
+    if any.type_url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(BootstrapError::Options("type URL is malformed".into()));
+    }
+    Ok(StartOptions::Any { type_url: any.type_url })
+}
+
+fn socket_alive(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+/// `start`: bind the socket, launch the long-lived server detached with
+/// the socket as fd 3, write the bundle's `address` file and return the
+/// bootstrap reply for stdout.
+pub fn start(flags: &Flags, stdin: &[u8]) -> Result<String, BootstrapError> {
+    flags.check_ids()?;
+    let opts = decode_options(stdin, &flags.id)?;
+    if let StartOptions::Params { namespace, .. } = &opts {
+        if !namespace.is_empty() && *namespace != flags.namespace {
+            return Err(BootstrapError::Options(format!(
+                "bootstrap namespace {namespace:?} differs from -namespace {:?}",
+                flags.namespace
+            )));
+        }
+    }
+    let sock = paths::socket_path(&flags.namespace, &flags.id);
+    let address = format!("unix://{}", sock.display());
+    let reply = format!("{{\"version\":3,\"address\":\"{address}\",\"protocol\":\"ttrpc\"}}");
+    let dir = paths::socket_dir();
+    fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", &dir))?;
+    if sock.exists() {
+        if socket_alive(&sock) {
+            // containerd retried start: the shim for this id already serves.
+            return Ok(reply);
+        }
+        fs::remove_file(&sock).map_err(io_err("remove stale socket", &sock))?;
+    }
+    let listener = UnixListener::bind(&sock).map_err(io_err("bind", &sock))?;
+    let spawned = (|| {
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", &sock))?;
+        spawn_server(flags, listener)?;
+        let cwd = std::env::current_dir().map_err(io_err("getcwd", "."))?;
+        fs::write(cwd.join("address"), &address).map_err(io_err("write", cwd.join("address")))?;
+        Ok::<(), BootstrapError>(())
+    })();
+    if let Err(e) = spawned {
+        let _ = fs::remove_file(&sock);
+        return Err(e);
+    }
+    Ok(reply)
+}
+
+fn spawn_server(flags: &Flags, listener: UnixListener) -> Result<(), BootstrapError> {
+    let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("-namespace").arg(&flags.namespace).arg("-id").arg(&flags.id);
+    if !flags.address.is_empty() {
+        cmd.arg("-address").arg(&flags.address);
+    }
+    if !flags.publish_binary.is_empty() {
+        cmd.arg("-publish-binary").arg(&flags.publish_binary);
+    }
+    if flags.debug {
+        cmd.arg("-debug");
+    }
+    cmd.arg("serve")
+        .env(LISTEN_FD_ENV, LISTEN_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fd = listener.as_raw_fd();
+    // SAFETY: the hook runs in the forked child before exec and calls only
+    // dup2, fcntl and setsid, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == LISTEN_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, LISTEN_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The server is not waited for: it outlives `start`, reparented away.
+    cmd.spawn().map_err(io_err("spawn server", &exe))?;
+    drop(listener);
+    Ok(())
+}
+
+/// Takes the listening socket the server inherited as fd 3.
+pub fn inherited_listener() -> Result<UnixListener, BootstrapError> {
+    let fd: i32 = std::env::var(LISTEN_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| BootstrapError::Usage(format!("serve needs {LISTEN_FD_ENV} (it is started by `start`)")))?;
+    // SAFETY: `start` passed us this fd as our listening socket and nothing
+    // else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let l = UnixListener::from(owned);
+    // Fail early if it is not a listening socket.
+    l.local_addr().map_err(io_err("inherited socket", format!("fd {fd}")))?;
+    // The fd must not leak into the pod holder.
+    // SAFETY: fcntl on an fd we own.
+    unsafe { libc::fcntl(l.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(l)
+}
+
+/// `delete`: clean up whatever a dead shim left for this id, and print a
+/// DeleteResponse. Idempotent: a second run finds nothing and succeeds.
+pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
+    flags.check_ids()?;
+    let store = StateStore::new(paths::state_root(&flags.namespace));
+    let mut resp = DeleteResponse::new();
+    resp.exit_status = 128 + libc::SIGKILL as u32;
+    resp.exited_at = MessageField::some(convert::timestamp(to_time(now_nanos())));
+    if let Some(rec) = store.load(&flags.id)? {
+        let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
+        let host = Host::linux(exe)?;
+        resp.pid = rec.pid;
+        if rec.phase == Phase::Stopped {
+            resp.exit_status = rec.exit_status.unwrap_or(UNKNOWN_EXIT);
+            if let Some(at) = rec.exited_at {
+                resp.exited_at = MessageField::some(convert::timestamp(to_time(at)));
+            }
+        } else if rec.phase == Phase::Running && host.procs.start_time(rec.pid) == Some(rec.pid_start) {
+            host.procs.signal(rec.pid, libc::SIGKILL)?;
+        }
+        teardown(&host, &rec)?;
+        store.remove(&flags.id)?;
+    }
+    let sock = paths::socket_path(&flags.namespace, &flags.id);
+    if !socket_alive(&sock) {
+        match fs::remove_file(&sock) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &sock)(e)),
+            _ => {}
+        }
+    }
+    resp.write_to_bytes()
+        .map_err(|e| BootstrapError::Options(format!("encoding DeleteResponse: {e}")))
+}
+
+/// Writes bytes to stdout and flushes.
+pub fn emit(bytes: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn containerd_argv() {
+        let f = parse_args(args(&[
+            "-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock", "-publish-binary",
+            "/usr/bin/containerd", "-id", "abc", "-debug", "start",
+        ]))
+        .unwrap();
+        assert_eq!(f.namespace, "k8s.io");
+        assert_eq!(f.id, "abc");
+        assert!(f.debug);
+        assert_eq!(f.action.as_deref(), Some("start"));
+        let f = parse_args(args(&["--id=x", "-bundle", "/b", "delete"])).unwrap();
+        assert_eq!(f.bundle, Some(PathBuf::from("/b")));
+        assert_eq!(f.action.as_deref(), Some("delete"));
+        assert!(parse_args(args(&["-v"])).unwrap().version);
+        assert!(parse_args(args(&["-bogus", "start"])).is_err());
+        assert!(parse_args(args(&["-id"])).is_err());
+    }
+
+    #[test]
+    fn options_forms() {
+        assert_eq!(decode_options(b"", "a").unwrap(), StartOptions::None);
+        let mut any = Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = vec![0x08, 0x01];
+        assert_eq!(
+            decode_options(&any.write_to_bytes().unwrap(), "a").unwrap(),
+            StartOptions::Any { type_url: "containerd.runc.v1.Options".into() }
+        );
+        let mut p = BootstrapParams::new();
+        p.instance_id = "a".into();
+        p.namespace = "k8s.io".into();
+        p.containerd_version = "2.3.0".into();
+        match decode_options(&p.write_to_bytes().unwrap(), "a").unwrap() {
+            StartOptions::Params { namespace, containerd_version, .. } => {
+                assert_eq!(namespace, "k8s.io");
+                assert_eq!(containerd_version, "2.3.0");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_options(b"\xff\xff\xff\xff", "a").is_err());
+        assert!(decode_options(b"garbage!", "a").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The long-lived shim server: a current-thread tokio runtime serving the
+//! Sandbox service on the socket `start` handed over as fd 3.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use containerd_shim_protos::sandbox_async::create_sandbox;
+use husk_sandbox::engine::Host;
+use husk_sandbox::{Engine, StateStore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::bootstrap::{inherited_listener, BootstrapError, Flags};
+use crate::paths;
+use crate::service::{ExitGate, SandboxService};
+
+/// How long the server keeps answering after the last sandbox is shut
+/// down, waiting for containerd to close its connections. Exiting at once
+/// makes containerd's RemovePodSandbox fail with "ttrpc: closed".
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A connection that counts itself while it lives.
+struct Counted {
+    inner: UnixStream,
+    live: Arc<watch::Sender<usize>>,
+}
+
+impl Counted {
+    fn new(inner: UnixStream, live: Arc<watch::Sender<usize>>) -> Self {
+        live.send_modify(|n| *n += 1);
+        Counted { inner, live }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Logs go to the bundle's `log` FIFO when containerd provides one.
+fn init_logging(debug: bool) {
+    let sink: Box<dyn std::io::Write + Send> = match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("log")
+    {
+        Ok(f) => {
+            // Blocking writes from here on: never drop a line.
+            // SAFETY: fcntl on a file we own.
+            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_SETFL, 0) };
+            Box::new(f)
+        }
+        Err(_) => Box::new(std::io::sink()),
+    };
+    let sink = Mutex::new(sink);
+    let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(sink)
+        .try_init();
+}
+
+pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
+    init_logging(flags.debug);
+    let listener = inherited_listener()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BootstrapError::Io {
+            op: "build runtime",
+            path: ".".into(),
+            source: e,
+        })?;
+    rt.block_on(run(flags, listener))
+}
+
+async fn run(flags: &Flags, listener: std::os::unix::net::UnixListener) -> Result<(), BootstrapError> {
+    let exe = std::env::current_exe().map_err(|e| BootstrapError::Io {
+        op: "locate",
+        path: "/proc/self/exe".into(),
+        source: e,
+    })?;
+    let engine = Arc::new(Engine::new(Host::linux(exe)?, StateStore::new(paths::state_root(&flags.namespace))));
+    if engine.restore(&flags.id)? {
+        tracing::info!(id = %flags.id, "restored sandbox state after a shim restart");
+    }
+    let gate = ExitGate::default();
+    let service = Arc::new(SandboxService::new(engine.clone(), gate.clone()));
+
+    let io_err = |op: &'static str| {
+        move |e: std::io::Error| BootstrapError::Io {
+            op,
+            path: paths::socket_path(&flags.namespace, &flags.id),
+            source: e,
+        }
+    };
+    listener.set_nonblocking(true).map_err(io_err("set nonblocking"))?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(io_err("register socket"))?;
+    let live = Arc::new(watch::channel(0usize).0);
+    let live2 = live.clone();
+    let incoming = futures::stream::unfold(listener, move |l| {
+        let live = live2.clone();
+        async move {
+            let r = l.accept().await.map(|(s, _)| Counted::new(s, live));
+            Some((r, l))
+        }
+    });
+    let mut server = ttrpc::asynchronous::Server::new()
+        .add_listener(ttrpc::asynchronous::transport::Listener::new(incoming))
+        .register_service(create_sandbox(service));
+    server.start().await.map_err(|e| BootstrapError::Io {
+        op: "start ttrpc server",
+        path: paths::socket_path(&flags.namespace, &flags.id),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    tracing::info!(id = %flags.id, ns = %flags.namespace, "serving");
+
+    let mut term = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
+    let mut gate_rx = gate.subscribe();
+    tokio::select! {
+        _ = gate_rx.wait_for(|open| *open) => {
+            tracing::info!("last sandbox shut down; exiting once containerd disconnects");
+            let mut rx = live.subscribe();
+            let _ = tokio::time::timeout(LINGER, rx.wait_for(|n| *n == 0)).await;
+        }
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    server.stop_listen().await;
+    let sock = paths::socket_path(&flags.namespace, &flags.id);
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}

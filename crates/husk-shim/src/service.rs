@@ -1,0 +1,288 @@
+//! The ttrpc adapter: `containerd.runtime.sandbox.v1.Sandbox` mapped onto a
+//! domain trait. It converts protobuf to engine types and back, and maps
+//! errors through `ShimError` only; it never touches the OS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::sandbox_api as api;
+use containerd_shim_protos::sandbox_async::Sandbox;
+use husk_sandbox::{CreateRequest, Engine, Error as EngineError, ExitInfo, Mount, Platform, SandboxMetrics, Started, Status};
+use tokio::sync::watch;
+use ttrpc::r#async::TtrpcContext;
+
+use crate::convert;
+use crate::cri;
+use crate::error::ShimError;
+
+type EResult<T> = Result<T, EngineError>;
+
+/// What the adapter needs of a sandbox engine.
+#[async_trait]
+pub trait SandboxApi: Send + Sync + 'static {
+    async fn create(&self, req: CreateRequest) -> EResult<()>;
+    async fn start(&self, id: &str) -> EResult<Started>;
+    fn platform(&self, id: &str) -> EResult<Platform>;
+    async fn stop(&self, id: &str, timeout: Duration) -> EResult<()>;
+    async fn wait(&self, id: &str) -> EResult<ExitInfo>;
+    fn status(&self, id: &str, verbose: bool) -> EResult<Status>;
+    fn ping(&self, id: &str) -> EResult<()>;
+    /// Returns how many sandboxes remain.
+    async fn shutdown(&self, id: &str) -> EResult<usize>;
+    fn metrics(&self, id: &str) -> EResult<SandboxMetrics>;
+}
+
+#[async_trait]
+impl SandboxApi for Engine {
+    async fn create(&self, req: CreateRequest) -> EResult<()> {
+        Engine::create(self, req).await
+    }
+    async fn start(&self, id: &str) -> EResult<Started> {
+        Engine::start(self, id).await
+    }
+    fn platform(&self, id: &str) -> EResult<Platform> {
+        Engine::platform(self, id)
+    }
+    async fn stop(&self, id: &str, timeout: Duration) -> EResult<()> {
+        Engine::stop(self, id, timeout).await
+    }
+    async fn wait(&self, id: &str) -> EResult<ExitInfo> {
+        Engine::wait(self, id).await
+    }
+    fn status(&self, id: &str, verbose: bool) -> EResult<Status> {
+        Engine::status(self, id, verbose)
+    }
+    fn ping(&self, id: &str) -> EResult<()> {
+        Engine::ping(self, id)
+    }
+    async fn shutdown(&self, id: &str) -> EResult<usize> {
+        Engine::shutdown(self, id).await
+    }
+    fn metrics(&self, id: &str) -> EResult<SandboxMetrics> {
+        Engine::metrics(self, id)
+    }
+}
+
+/// Tells the server when the shim may exit: after a Shutdown left no
+/// sandbox behind. (The Task service will add "and no task remains".)
+#[derive(Clone)]
+pub struct ExitGate {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for ExitGate {
+    fn default() -> Self {
+        ExitGate {
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl ExitGate {
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+    fn open(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+pub struct SandboxService<E: SandboxApi> {
+    engine: Arc<E>,
+    gate: ExitGate,
+}
+
+impl<E: SandboxApi> SandboxService<E> {
+    pub fn new(engine: Arc<E>, gate: ExitGate) -> Self {
+        SandboxService { engine, gate }
+    }
+}
+
+/// Maps CreateSandboxRequest to the engine's request.
+pub fn create_request(req: &api::CreateSandboxRequest) -> Result<CreateRequest, ShimError> {
+    let pod = match req.options.as_ref() {
+        Some(any) if cri::is_pod_config(&any.type_url) => cri::decode_pod_config(&any.value)?,
+        Some(any) if !any.type_url.is_empty() || !any.value.is_empty() => {
+            tracing::debug!(type_url = %any.type_url, "sandbox options of another type ignored");
+            Default::default()
+        }
+        _ => Default::default(),
+    };
+    Ok(CreateRequest {
+        id: req.sandbox_id.clone(),
+        bundle: PathBuf::from(&req.bundle_path),
+        rootfs: req
+            .rootfs
+            .iter()
+            .map(|m| Mount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                target: m.target.clone(),
+                options: m.options.clone(),
+            })
+            .collect(),
+        netns_path: (!req.netns_path.is_empty()).then(|| PathBuf::from(&req.netns_path)),
+        pod,
+        annotations: req.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
+}
+
+pub fn status_response(s: &Status) -> api::SandboxStatusResponse {
+    let mut r = api::SandboxStatusResponse::new();
+    r.sandbox_id = s.id.clone();
+    r.pid = s.pid;
+    r.state = if s.ready { "SANDBOX_READY" } else { "SANDBOX_NOTREADY" }.to_string();
+    r.info = s.info.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    r.created_at = MessageField::some(convert::timestamp(s.created_at));
+    if let Some(t) = s.exited_at {
+        r.exited_at = MessageField::some(convert::timestamp(t));
+    }
+    r
+}
+
+fn traced<T>(rpc: &'static str, id: &str, t0: Instant, r: Result<T, ShimError>) -> ttrpc::Result<T> {
+    let us = t0.elapsed().as_micros() as u64;
+    match r {
+        Ok(v) => {
+            tracing::debug!(rpc, id, us, "ok");
+            Ok(v)
+        }
+        Err(e) => {
+            tracing::info!(rpc, id, us, error = %crate::error::chain(&e), "failed");
+            Err(e.into())
+        }
+    }
+}
+
+#[async_trait]
+impl<E: SandboxApi> Sandbox for SandboxService<E> {
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateSandboxRequest,
+    ) -> ttrpc::Result<api::CreateSandboxResponse> {
+        let t0 = Instant::now();
+        let r = async {
+            let creq = create_request(&req)?;
+            self.engine.create(creq).await?;
+            Ok(api::CreateSandboxResponse::new())
+        }
+        .await;
+        traced("CreateSandbox", &req.sandbox_id, t0, r)
+    }
+
+    async fn start_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartSandboxRequest,
+    ) -> ttrpc::Result<api::StartSandboxResponse> {
+        let t0 = Instant::now();
+        let r = self.engine.start(&req.sandbox_id).await.map_err(ShimError::from).map(|s| {
+            let mut resp = api::StartSandboxResponse::new();
+            resp.pid = s.pid;
+            resp.created_at = MessageField::some(convert::timestamp(s.created_at));
+            resp
+        });
+        traced("StartSandbox", &req.sandbox_id, t0, r)
+    }
+
+    async fn platform(&self, _ctx: &TtrpcContext, req: api::PlatformRequest) -> ttrpc::Result<api::PlatformResponse> {
+        let t0 = Instant::now();
+        let r = self.engine.platform(&req.sandbox_id).map_err(ShimError::from).map(|p| {
+            let mut resp = api::PlatformResponse::new();
+            resp.platform = MessageField::some(convert::platform(&p));
+            resp
+        });
+        traced("Platform", &req.sandbox_id, t0, r)
+    }
+
+    async fn stop_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StopSandboxRequest,
+    ) -> ttrpc::Result<api::StopSandboxResponse> {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(u64::from(req.timeout_secs));
+        let r = self
+            .engine
+            .stop(&req.sandbox_id, timeout)
+            .await
+            .map_err(ShimError::from)
+            .map(|()| api::StopSandboxResponse::new());
+        traced("StopSandbox", &req.sandbox_id, t0, r)
+    }
+
+    async fn wait_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitSandboxRequest,
+    ) -> ttrpc::Result<api::WaitSandboxResponse> {
+        let t0 = Instant::now();
+        let r = self.engine.wait(&req.sandbox_id).await.map_err(ShimError::from).map(|e| {
+            let mut resp = api::WaitSandboxResponse::new();
+            resp.exit_status = e.status;
+            resp.exited_at = MessageField::some(convert::timestamp(e.at));
+            resp
+        });
+        traced("WaitSandbox", &req.sandbox_id, t0, r)
+    }
+
+    async fn sandbox_status(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::SandboxStatusRequest,
+    ) -> ttrpc::Result<api::SandboxStatusResponse> {
+        let t0 = Instant::now();
+        let r = self
+            .engine
+            .status(&req.sandbox_id, req.verbose)
+            .map_err(ShimError::from)
+            .map(|s| status_response(&s));
+        traced("SandboxStatus", &req.sandbox_id, t0, r)
+    }
+
+    async fn ping_sandbox(&self, _ctx: &TtrpcContext, req: api::PingRequest) -> ttrpc::Result<api::PingResponse> {
+        let t0 = Instant::now();
+        let r = self
+            .engine
+            .ping(&req.sandbox_id)
+            .map_err(ShimError::from)
+            .map(|()| api::PingResponse::new());
+        traced("PingSandbox", &req.sandbox_id, t0, r)
+    }
+
+    async fn shutdown_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ShutdownSandboxRequest,
+    ) -> ttrpc::Result<api::ShutdownSandboxResponse> {
+        let t0 = Instant::now();
+        let r = self.engine.shutdown(&req.sandbox_id).await.map_err(ShimError::from);
+        if let Ok(0) = r {
+            self.gate.open();
+        }
+        traced("ShutdownSandbox", &req.sandbox_id, t0, r.map(|_| api::ShutdownSandboxResponse::new()))
+    }
+
+    async fn sandbox_metrics(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::SandboxMetricsRequest,
+    ) -> ttrpc::Result<api::SandboxMetricsResponse> {
+        let t0 = Instant::now();
+        let r = self.engine.metrics(&req.sandbox_id).map_err(ShimError::from).and_then(|m| {
+            let data = convert::metrics_any(&m.stats)
+                .map_err(|e| ShimError::Encode(format!("metrics: {e}")))?;
+            let mut resp = api::SandboxMetricsResponse::new();
+            let metric = resp.metrics.mut_or_insert_default();
+            metric.id = m.id;
+            metric.timestamp = MessageField::some(convert::timestamp(m.at));
+            metric.data = MessageField::some(data);
+            Ok(resp)
+        });
+        traced("SandboxMetrics", &req.sandbox_id, t0, r)
+    }
+}

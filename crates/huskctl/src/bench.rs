@@ -1,0 +1,238 @@
+//! `huskctl bench`: N sandboxes through create/start/stop/shutdown, serial
+//! and C at a time, with p50/p99 per RPC, ping round trip, and the PSS of
+//! the shim and the pod holder.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use husk_sandbox::PodConfig;
+use serde_json::json;
+
+use crate::client::{self, CreateArgs, Shim};
+use crate::output::Out;
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Sandboxes per phase.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub count: usize,
+    /// Sandboxes in flight in the concurrent phase.
+    #[arg(short = 'c', long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Sandboxes alive at once while PSS is measured.
+    #[arg(long, default_value_t = 20)]
+    pub pss_pods: usize,
+    /// Pings per sandbox.
+    #[arg(long, default_value_t = 20)]
+    pub pings: usize,
+}
+
+type Samples = BTreeMap<&'static str, Vec<f64>>;
+
+fn us(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e6
+}
+
+fn args(ns: &str, id: String) -> CreateArgs {
+    CreateArgs {
+        bundle: client::bundle_dir(ns, &id),
+        pod: PodConfig {
+            hostname: "bench".into(),
+            ..Default::default()
+        },
+        id,
+        ..Default::default()
+    }
+}
+
+async fn up(ns: &str, shim_bin: &Path, a: &CreateArgs, s: &mut Samples) -> Result<(Shim, u32)> {
+    fs::create_dir_all(&a.bundle)?;
+    let t0 = Instant::now();
+    let (bin, ns2, id, b) = (shim_bin.to_path_buf(), ns.to_string(), a.id.clone(), a.bundle.clone());
+    let address = tokio::task::spawn_blocking(move || client::launch(&bin, &ns2, &id, &b)).await??;
+    s.entry("shim start (exec)").or_default().push(us(t0));
+    let shim = Shim::connect(&address).await?;
+    let t0 = Instant::now();
+    client::create(&shim, a).await?;
+    let create = us(t0);
+    s.entry("CreateSandbox").or_default().push(create);
+    let t0 = Instant::now();
+    let pid = client::start(&shim, &a.id).await?;
+    let start = us(t0);
+    s.entry("StartSandbox").or_default().push(start);
+    s.entry("create+start").or_default().push(create + start);
+    Ok((shim, pid))
+}
+
+async fn down(ns: &str, shim_bin: &Path, shim: Shim, a: &CreateArgs, s: &mut Samples) -> Result<()> {
+    let t0 = Instant::now();
+    client::stop(&shim, &a.id, 0).await?;
+    s.entry("StopSandbox").or_default().push(us(t0));
+    let t0 = Instant::now();
+    client::shutdown(&shim, &a.id).await?;
+    s.entry("ShutdownSandbox").or_default().push(us(t0));
+    drop(shim);
+    let t0 = Instant::now();
+    let (bin, ns2, id, b) = (shim_bin.to_path_buf(), ns.to_string(), a.id.clone(), a.bundle.clone());
+    tokio::task::spawn_blocking(move || client::delete(&bin, &ns2, &id, &b)).await??;
+    s.entry("shim delete (exec)").or_default().push(us(t0));
+    let _ = fs::remove_file(a.bundle.join("address"));
+    let _ = fs::remove_dir(&a.bundle);
+    Ok(())
+}
+
+async fn cycle(ns: String, shim_bin: PathBuf, id: String, pings: usize) -> Result<Samples> {
+    let mut s = Samples::new();
+    let a = args(&ns, id);
+    let (shim, _pid) = up(&ns, &shim_bin, &a, &mut s).await?;
+    for _ in 0..pings {
+        let t0 = Instant::now();
+        client::ping(&shim, &a.id).await?;
+        s.entry("PingSandbox").or_default().push(us(t0));
+    }
+    let t0 = Instant::now();
+    client::status(&shim, &a.id, false).await?;
+    s.entry("SandboxStatus").or_default().push(us(t0));
+    let t0 = Instant::now();
+    client::metrics(&shim, &a.id).await?;
+    s.entry("SandboxMetrics").or_default().push(us(t0));
+    down(&ns, &shim_bin, shim, &a, &mut s).await?;
+    Ok(s)
+}
+
+fn merge(into: &mut Samples, from: Samples) {
+    for (k, mut v) in from {
+        into.entry(k).or_default().append(&mut v);
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+/// Pss in KiB from /proc/<pid>/smaps_rollup.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The pid of the shim server serving `id` (its argv names the id and `serve`).
+pub fn shim_server_pid(id: &str) -> Option<u32> {
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let has_id = args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes());
+        if has_id && args.iter().any(|a| *a == b"serve") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("bench runs real sandboxes: run it as root");
+    }
+    if b.count == 0 || b.concurrency == 0 {
+        bail!("--count and --concurrency must be at least 1");
+    }
+    let tag = std::process::id();
+    let mut rows = Vec::new();
+
+    // Serial.
+    let mut serial = Samples::new();
+    for i in 0..b.count {
+        let s = cycle(ns.to_string(), shim_bin.clone(), format!("bench-{tag}-s{i}"), b.pings).await?;
+        merge(&mut serial, s);
+    }
+    // Concurrent.
+    let mut conc = Samples::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(b.concurrency));
+    let mut set = tokio::task::JoinSet::new();
+    let t_all = Instant::now();
+    for i in 0..b.count {
+        let permit = sem.clone().acquire_owned().await?;
+        let (ns, bin, id, pings) = (ns.to_string(), shim_bin.clone(), format!("bench-{tag}-c{i}"), b.pings);
+        set.spawn(async move {
+            let r = cycle(ns, bin, id, pings).await;
+            drop(permit);
+            r
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        merge(&mut conc, r.context("bench task")??);
+    }
+    let conc_wall = t_all.elapsed().as_secs_f64();
+
+    for (phase, samples) in [("serial", &mut serial), ("concurrent", &mut conc)] {
+        for (op, v) in samples.iter_mut() {
+            let n = v.len();
+            rows.push(json!({
+                "phase": phase, "op": op, "n": n,
+                "p50_us": (pct(v, 50.0) * 10.0).round() / 10.0,
+                "p99_us": (pct(v, 99.0) * 10.0).round() / 10.0,
+            }));
+        }
+    }
+
+    // Memory: K sandboxes alive at once.
+    let k = b.pss_pods.max(1);
+    let mut alive = Vec::new();
+    let mut scratch = Samples::new();
+    for i in 0..k {
+        let a = args(ns, format!("bench-{tag}-m{i}"));
+        let (shim, pid) = up(ns, &shim_bin, &a, &mut scratch).await?;
+        alive.push((shim, pid, a));
+    }
+    let mut shim_pss = Vec::new();
+    let mut holder_pss = Vec::new();
+    for (_, pid, a) in &alive {
+        if let Some(p) = shim_server_pid(&a.id).and_then(pss_kib) {
+            shim_pss.push(p as f64);
+        }
+        if let Some(p) = pss_kib(*pid) {
+            holder_pss.push(p as f64);
+        }
+    }
+    for (shim, _, a) in alive {
+        down(ns, &shim_bin, shim, &a, &mut scratch).await?;
+    }
+    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mem = json!({
+        "pods_alive": k,
+        "shim_pss_kib": (mean(&shim_pss) * 10.0).round() / 10.0,
+        "holder_pss_kib": (mean(&holder_pss) * 10.0).round() / 10.0,
+        "per_pod_pss_kib": ((mean(&shim_pss) + mean(&holder_pss)) * 10.0).round() / 10.0,
+        "shim_rss_note": "PSS from /proc/<pid>/smaps_rollup, averaged over the pods alive",
+    });
+
+    if out.json {
+        println!("{}", json!({"latency": rows, "memory": mem, "concurrency": b.concurrency, "count": b.count,
+            "concurrent_wall_s": conc_wall}));
+    } else {
+        println!("husk bench: {} sandboxes serial, {} with concurrency {} ({:.2} s wall)", b.count, b.count, b.concurrency, conc_wall);
+        out.table(&["phase", "op", "n", "p50_us", "p99_us"], &rows);
+        println!();
+        println!("memory with {k} pods alive: shim PSS {:.0} KiB + holder PSS {:.0} KiB = {:.0} KiB per pod",
+            mean(&shim_pss), mean(&holder_pss), mean(&shim_pss) + mean(&holder_pss));
+    }
+    Ok(())
+}
