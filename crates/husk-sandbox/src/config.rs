@@ -103,7 +103,11 @@ pub fn check_sysctl(name: &str, value: &str, network: &Network) -> Result<(), Er
     let norm = name.replace('/', ".");
     let ipc = matches!(
         norm.as_str(),
-        "kernel.shm_rmid_forced" | "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.sem"
+        "kernel.shm_rmid_forced"
+            | "kernel.shmmax"
+            | "kernel.shmall"
+            | "kernel.shmmni"
+            | "kernel.sem"
     ) || norm.starts_with("kernel.msg")
         || norm.starts_with("fs.mqueue.");
     let net = norm.starts_with("net.");
@@ -118,7 +122,9 @@ pub fn check_sysctl(name: &str, value: &str, network: &Network) -> Result<(), Er
         )));
     }
     if value.contains('\n') || value.contains('\0') {
-        return Err(Error::invalid(format!("sysctl {name:?} value is malformed")));
+        return Err(Error::invalid(format!(
+            "sysctl {name:?} value is malformed"
+        )));
     }
     Ok(())
 }

@@ -181,7 +181,10 @@ impl Engine {
         match result {
             Ok(rec) => {
                 slots.insert(req.id.clone(), Slot::Ready(Sandbox::new(rec)));
-                self.gone.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.id);
+                self.gone
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&req.id);
                 Ok(())
             }
             Err(e) => {
@@ -299,7 +302,9 @@ impl Engine {
 
         if !req.rootfs.is_empty() {
             let rootfs = req.bundle.join("rootfs");
-            if make_dir(&rootfs).map_err(|e| Error::os(id, "create rootfs dir")(OsError::path("mkdir", &rootfs, e)))? {
+            if make_dir(&rootfs).map_err(|e| {
+                Error::os(id, "create rootfs dir")(OsError::path("mkdir", &rootfs, e))
+            })? {
                 undo.push(Undo::Dir(rootfs.clone()));
                 rec.files.push(rootfs.clone());
             }
@@ -329,7 +334,9 @@ impl Engine {
 
         if req.pod.ipc == NsMode::Pod {
             let shm = req.bundle.join("shm");
-            if make_dir(&shm).map_err(|e| Error::os(id, "create shm dir")(OsError::path("mkdir", &shm, e)))? {
+            if make_dir(&shm)
+                .map_err(|e| Error::os(id, "create shm dir")(OsError::path("mkdir", &shm, e)))?
+            {
                 undo.push(Undo::Dir(shm.clone()));
                 rec.files.push(shm.clone());
             }
@@ -354,7 +361,10 @@ impl Engine {
                 Undo::Mount(p) => self.host.mounts.unmount(&p),
                 Undo::File(p) => remove_file(&p),
                 Undo::Dir(p) => remove_dir(&p),
-                Undo::State(id) => self.store.remove(&id).map_err(|e| OsError::sys("remove state", io::Error::other(e.to_string()))),
+                Undo::State(id) => self
+                    .store
+                    .remove(&id)
+                    .map_err(|e| OsError::sys("remove state", io::Error::other(e.to_string()))),
             };
             if let Err(e) = r {
                 first_err.get_or_insert(e);
@@ -377,7 +387,9 @@ impl Engine {
                         created_at: to_time(rec.created_at),
                     })
                 }
-                Phase::Stopped => return Err(Error::precondition(id, "is stopped; it cannot start again")),
+                Phase::Stopped => {
+                    return Err(Error::precondition(id, "is stopped; it cannot start again"))
+                }
                 Phase::Created => {}
             }
             self.holder_spec(&rec)
@@ -421,7 +433,12 @@ impl Engine {
             new_ipc: rec.pod.ipc == NsMode::Pod,
             new_pid: rec.pod.pid == NsMode::Pod,
             hostname: new_uts.then(|| rec.hostname.clone()),
-            sysctls: rec.pod.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            sysctls: rec
+                .pod
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             cgroup_procs: self.host.cgroups.procs_files(&rec.cgroup),
         }
     }
@@ -472,13 +489,19 @@ impl Engine {
         let cg = &self.host.cgroups;
         let procs = &self.host.procs;
         if phase == Phase::Running {
-            procs.signal(pid, libc::SIGTERM).map_err(Error::os(id, "signal holder"))?;
+            procs
+                .signal(pid, libc::SIGTERM)
+                .map_err(Error::os(id, "signal holder"))?;
         }
-        cg.kill_all(&rel, libc::SIGTERM).map_err(Error::os(id, "signal pod processes"))?;
+        cg.kill_all(&rel, libc::SIGTERM)
+            .map_err(Error::os(id, "signal pod processes"))?;
         let deadline = Instant::now() + timeout;
         let mut exit = sb.exit.subscribe();
         while !timeout.is_zero() && Instant::now() < deadline {
-            let empty = cg.pids(&rel).map_err(Error::os(id, "list pod processes"))?.is_empty();
+            let empty = cg
+                .pids(&rel)
+                .map_err(Error::os(id, "list pod processes"))?
+                .is_empty();
             if empty && exit.borrow().is_some() {
                 return Ok(());
             }
@@ -489,10 +512,16 @@ impl Engine {
         let kill_deadline = Instant::now() + KILL_GRACE;
         loop {
             if phase == Phase::Running && exit.borrow().is_none() {
-                procs.signal(pid, libc::SIGKILL).map_err(Error::os(id, "kill holder"))?;
+                procs
+                    .signal(pid, libc::SIGKILL)
+                    .map_err(Error::os(id, "kill holder"))?;
             }
-            cg.kill_all(&rel, libc::SIGKILL).map_err(Error::os(id, "kill pod processes"))?;
-            let empty = cg.pids(&rel).map_err(Error::os(id, "list pod processes"))?.is_empty();
+            cg.kill_all(&rel, libc::SIGKILL)
+                .map_err(Error::os(id, "kill pod processes"))?;
+            let empty = cg
+                .pids(&rel)
+                .map_err(Error::os(id, "list pod processes"))?
+                .is_empty();
             if empty && exit.borrow().is_some() {
                 return Ok(());
             }
@@ -534,7 +563,10 @@ impl Engine {
             info.insert("bundle".into(), rec.bundle.display().to_string());
             info.insert("hostname".into(), rec.hostname.clone());
             info.insert("cgroup".into(), rec.cgroup.display().to_string());
-            info.insert("cgroup_version".into(), cgroup::version_name(rec.cgroup_version).into());
+            info.insert(
+                "cgroup_version".into(),
+                cgroup::version_name(rec.cgroup_version).into(),
+            );
             let hp: Vec<String> = self
                 .host
                 .cgroups
@@ -556,9 +588,15 @@ impl Engine {
                     info.insert(format!("ns.{ns}"), format!("/proc/{}/ns/{ns}", rec.pid));
                 }
                 let state = self.host.procs.state(rec.pid).map(String::from);
-                info.insert("holder_state".into(), state.unwrap_or_else(|| "gone".into()));
+                info.insert(
+                    "holder_state".into(),
+                    state.unwrap_or_else(|| "gone".into()),
+                );
             } else {
-                info.insert("holder_state".into(), if exited { "exited" } else { "not started" }.into());
+                info.insert(
+                    "holder_state".into(),
+                    if exited { "exited" } else { "not started" }.into(),
+                );
             }
             if let Some(s) = rec.exit_status {
                 info.insert("exit_status".into(), s.to_string());
@@ -584,7 +622,10 @@ impl Engine {
         if phase == Phase::Running && sb.exit.borrow().is_none() {
             Ok(())
         } else {
-            Err(Error::precondition(id, format!("is {}, not running", phase.name())))
+            Err(Error::precondition(
+                id,
+                format!("is {}, not running", phase.name()),
+            ))
         }
     }
 
@@ -595,7 +636,13 @@ impl Engine {
     pub async fn shutdown(&self, id: &str) -> Result<usize> {
         let sb = match self.get(id) {
             Ok(sb) => sb,
-            Err(Error::NotFound(_)) if self.gone.lock().unwrap_or_else(|p| p.into_inner()).contains(id) => {
+            Err(Error::NotFound(_))
+                if self
+                    .gone
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(id) =>
+            {
                 return Ok(self.len())
             }
             Err(e) => return Err(e),
@@ -608,7 +655,10 @@ impl Engine {
         let rec = sb.rec().clone();
         self.teardown(&rec).map_err(Error::os(id, "clean up"))?;
         self.store.remove(id)?;
-        self.gone.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        self.gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
         let mut slots = self.slots();
         slots.remove(id);
         Ok(slots.len())
@@ -683,7 +733,13 @@ pub fn teardown(host: &Host, rec: &Record) -> std::result::Result<(), OsError> {
     };
     keep(host.cgroups.kill_all(&rec.cgroup, libc::SIGKILL));
     let deadline = Instant::now() + KILL_GRACE;
-    while host.cgroups.pids(&rec.cgroup).map(|p| !p.is_empty()).unwrap_or(false) && Instant::now() < deadline {
+    while host
+        .cgroups
+        .pids(&rec.cgroup)
+        .map(|p| !p.is_empty())
+        .unwrap_or(false)
+        && Instant::now() < deadline
+    {
         let _ = host.cgroups.kill_all(&rec.cgroup, libc::SIGKILL);
         std::thread::sleep(POLL);
     }
@@ -721,13 +777,18 @@ fn record_exit(sb: &Sandbox, store: &StateStore, status: u32) {
 }
 
 fn source_msg(e: &OsError) -> String {
-    std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default()
+    std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
 }
 
 fn safe_relative(target: &str) -> bool {
-    Path::new(target)
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir | Component::RootDir))
+    Path::new(target).components().all(|c| {
+        matches!(
+            c,
+            Component::Normal(_) | Component::CurDir | Component::RootDir
+        )
+    })
 }
 
 /// Creates `dir`; returns whether it was created (false: it existed).

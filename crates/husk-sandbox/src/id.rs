@@ -47,7 +47,13 @@ mod tests {
 
     #[test]
     fn accepts_containerd_style_ids() {
-        for id in ["a", "pod1", "abc-def_1.2", "0123456789abcdef", &"a".repeat(76)] {
+        for id in [
+            "a",
+            "pod1",
+            "abc-def_1.2",
+            "0123456789abcdef",
+            &"a".repeat(76),
+        ] {
             assert!(validate(id).is_ok(), "{id}");
         }
     }
@@ -55,7 +61,18 @@ mod tests {
     #[test]
     fn rejects_bad_ids() {
         for id in [
-            "", "/", "a/b", "..", "a..b", "-a", "a-", ".", "a b", "ä", "a\0", &"a".repeat(77),
+            "",
+            "/",
+            "a/b",
+            "..",
+            "a..b",
+            "-a",
+            "a-",
+            ".",
+            "a b",
+            "ä",
+            "a\0",
+            &"a".repeat(77),
         ] {
             assert!(
                 matches!(validate(id), Err(Error::InvalidArgument(_))),

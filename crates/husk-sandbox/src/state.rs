@@ -120,10 +120,12 @@ impl StateStore {
     pub fn load(&self, id: &str) -> Result<Option<Record>, Error> {
         let path = self.dir(id).join("state.json");
         match fs::read(&path) {
-            Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| Error::State {
-                path,
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            }),
+            Ok(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| Error::State {
+                    path,
+                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::State { path, source: e }),
         }
@@ -135,7 +137,10 @@ impl StateStore {
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::State { path: dir, source: e }),
+            Err(e) => Err(Error::State {
+                path: dir,
+                source: e,
+            }),
         }
     }
 

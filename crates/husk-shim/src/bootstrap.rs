@@ -80,7 +80,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, Boot
         let mut value = |name: &str| -> Result<String, BootstrapError> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().ok_or_else(|| BootstrapError::Usage(format!("flag -{name} needs a value"))),
+                None => it
+                    .next()
+                    .ok_or_else(|| BootstrapError::Usage(format!("flag -{name} needs a value"))),
             }
         };
         match name {
@@ -103,7 +105,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, Boot
 
 impl Flags {
     fn check_ids(&self) -> Result<(), BootstrapError> {
-        husk_sandbox::id::validate(&self.id).map_err(|e| BootstrapError::Usage(format!("-id: {e}")))?;
+        husk_sandbox::id::validate(&self.id)
+            .map_err(|e| BootstrapError::Usage(format!("-id: {e}")))?;
         paths::validate_namespace(&self.namespace).map_err(BootstrapError::Usage)
     }
 }
@@ -113,9 +116,15 @@ impl Flags {
 pub enum StartOptions {
     None,
     /// containerd 2.0–2.2: the handler's options as a raw Any.
-    Any { type_url: String },
+    Any {
+        type_url: String,
+    },
     /// containerd 2.3+: BootstrapParams.
-    Params { namespace: String, containerd_version: String, extensions: Vec<String> },
+    Params {
+        namespace: String,
+        containerd_version: String,
+        extensions: Vec<String>,
+    },
 }
 
 /// Decodes stdin: BootstrapParams when it names this shim's id, else a raw
@@ -133,7 +142,12 @@ pub fn decode_options(buf: &[u8], id: &str) -> Result<StartOptions, BootstrapErr
                 extensions: p
                     .extensions
                     .iter()
-                    .map(|e| e.value.as_ref().map(|a| a.type_url.clone()).unwrap_or_default())
+                    .map(|e| {
+                        e.value
+                            .as_ref()
+                            .map(|a| a.type_url.clone())
+                            .unwrap_or_default()
+                    })
                     .collect(),
             });
         }
@@ -142,10 +156,16 @@ pub fn decode_options(buf: &[u8], id: &str) -> Result<StartOptions, BootstrapErr
     if any.type_url.is_empty() && !any.value.is_empty() {
         return Err(BootstrapError::Options("an Any without a type URL".into()));
     }
-    if any.type_url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if any
+        .type_url
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(BootstrapError::Options("type URL is malformed".into()));
     }
-    Ok(StartOptions::Any { type_url: any.type_url })
+    Ok(StartOptions::Any {
+        type_url: any.type_url,
+    })
 }
 
 fn socket_alive(path: &Path) -> bool {
@@ -181,7 +201,8 @@ pub fn start(flags: &Flags, stdin: &[u8]) -> Result<String, BootstrapError> {
     }
     let listener = UnixListener::bind(&sock).map_err(io_err("bind", &sock))?;
     let spawned = (|| {
-        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", &sock))?;
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+            .map_err(io_err("chmod", &sock))?;
         spawn_server(flags, listener)?;
         let cwd = std::env::current_dir().map_err(io_err("getcwd", "."))?;
         fs::write(cwd.join("address"), &address).map_err(io_err("write", cwd.join("address")))?;
@@ -197,7 +218,10 @@ pub fn start(flags: &Flags, stdin: &[u8]) -> Result<String, BootstrapError> {
 fn spawn_server(flags: &Flags, listener: UnixListener) -> Result<(), BootstrapError> {
     let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
     let mut cmd = Command::new(&exe);
-    cmd.arg("-namespace").arg(&flags.namespace).arg("-id").arg(&flags.id);
+    cmd.arg("-namespace")
+        .arg(&flags.namespace)
+        .arg("-id")
+        .arg(&flags.id);
     if !flags.address.is_empty() {
         cmd.arg("-address").arg(&flags.address);
     }
@@ -242,13 +266,18 @@ pub fn inherited_listener() -> Result<UnixListener, BootstrapError> {
     let fd: i32 = std::env::var(LISTEN_FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| BootstrapError::Usage(format!("serve needs {LISTEN_FD_ENV} (it is started by `start`)")))?;
+        .ok_or_else(|| {
+            BootstrapError::Usage(format!(
+                "serve needs {LISTEN_FD_ENV} (it is started by `start`)"
+            ))
+        })?;
     // SAFETY: `start` passed us this fd as our listening socket and nothing
     // else in this process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let l = UnixListener::from(owned);
     // Fail early if it is not a listening socket.
-    l.local_addr().map_err(io_err("inherited socket", format!("fd {fd}")))?;
+    l.local_addr()
+        .map_err(io_err("inherited socket", format!("fd {fd}")))?;
     // The fd must not leak into the pod holder.
     // SAFETY: fcntl on an fd we own.
     unsafe { libc::fcntl(l.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -272,7 +301,9 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
             if let Some(at) = rec.exited_at {
                 resp.exited_at = MessageField::some(convert::timestamp(to_time(at)));
             }
-        } else if rec.phase == Phase::Running && host.procs.start_time(rec.pid) == Some(rec.pid_start) {
+        } else if rec.phase == Phase::Running
+            && host.procs.start_time(rec.pid) == Some(rec.pid_start)
+        {
             host.procs.signal(rec.pid, libc::SIGKILL)?;
         }
         teardown(&host, &rec)?;
@@ -281,7 +312,9 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
     let sock = paths::socket_path(&flags.namespace, &flags.id);
     if !socket_alive(&sock) {
         match fs::remove_file(&sock) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &sock)(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("remove", &sock)(e))
+            }
             _ => {}
         }
     }
@@ -307,8 +340,16 @@ mod tests {
     #[test]
     fn containerd_argv() {
         let f = parse_args(args(&[
-            "-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock", "-publish-binary",
-            "/usr/bin/containerd", "-id", "abc", "-debug", "start",
+            "-namespace",
+            "k8s.io",
+            "-address",
+            "/run/containerd/containerd.sock",
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "abc",
+            "-debug",
+            "start",
         ]))
         .unwrap();
         assert_eq!(f.namespace, "k8s.io");
@@ -331,14 +372,20 @@ mod tests {
         any.value = vec![0x08, 0x01];
         assert_eq!(
             decode_options(&any.write_to_bytes().unwrap(), "a").unwrap(),
-            StartOptions::Any { type_url: "containerd.runc.v1.Options".into() }
+            StartOptions::Any {
+                type_url: "containerd.runc.v1.Options".into()
+            }
         );
         let mut p = BootstrapParams::new();
         p.instance_id = "a".into();
         p.namespace = "k8s.io".into();
         p.containerd_version = "2.3.0".into();
         match decode_options(&p.write_to_bytes().unwrap(), "a").unwrap() {
-            StartOptions::Params { namespace, containerd_version, .. } => {
+            StartOptions::Params {
+                namespace,
+                containerd_version,
+                ..
+            } => {
                 assert_eq!(namespace, "k8s.io");
                 assert_eq!(containerd_version, "2.3.0");
             }

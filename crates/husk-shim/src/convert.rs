@@ -204,20 +204,19 @@ pub fn v2_metrics(s: &V2Stats) -> v2::Metrics {
     m.memory_events = MessageField::some(events);
 
     let mut io = v2::IOStat::new();
-    io.usage = s
-        .io
-        .iter()
-        .map(|e| {
-            let mut o = v2::IOEntry::new();
-            o.major = e.major;
-            o.minor = e.minor;
-            o.rbytes = e.rbytes;
-            o.wbytes = e.wbytes;
-            o.rios = e.rios;
-            o.wios = e.wios;
-            o
-        })
-        .collect();
+    io.usage =
+        s.io.iter()
+            .map(|e| {
+                let mut o = v2::IOEntry::new();
+                o.major = e.major;
+                o.minor = e.minor;
+                o.rbytes = e.rbytes;
+                o.wbytes = e.wbytes;
+                o.rios = e.rios;
+                o.wios = e.wios;
+                o
+            })
+            .collect();
     m.io = MessageField::some(io);
     m
 }
@@ -231,7 +230,10 @@ mod tests {
     fn v1_any_round_trips() {
         let mut s = V1Stats::default();
         s.cpu.usage_total = 42;
-        s.pids = Pids { current: 3, limit: 9 };
+        s.pids = Pids {
+            current: 3,
+            limit: 9,
+        };
         s.memory.stat.insert("total_rss".into(), 4096);
         let any = metrics_any(&CgroupStats::V1(s)).unwrap();
         assert_eq!(any.type_url, V1_METRICS_URL);

@@ -40,7 +40,10 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, ShimError> {
         let mut v: u64 = 0;
         for i in 0..10 {
-            let (&b, rest) = self.buf.split_first().ok_or_else(|| bad("truncated varint"))?;
+            let (&b, rest) = self
+                .buf
+                .split_first()
+                .ok_or_else(|| bad("truncated varint"))?;
             self.buf = rest;
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -91,7 +94,9 @@ impl<'a> Reader<'a> {
 
 fn string(v: Value<'_>, what: &str) -> Result<String, ShimError> {
     match v {
-        Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| bad(&format!("{what} is not UTF-8"))),
+        Value::Bytes(b) => {
+            String::from_utf8(b.to_vec()).map_err(|_| bad(&format!("{what} is not UTF-8")))
+        }
         _ => Err(bad(&format!("{what} has the wrong wire type"))),
     }
 }
@@ -331,8 +336,17 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid_argument() {
-        for g in [&b"\xff\xff\xff"[..], b"\x12\x10abc", b"\x0f", b"\x12\x02\xff\xfe", b"\x00\x01"] {
-            assert!(matches!(decode_pod_config(g), Err(ShimError::Decode(_))), "{g:?}");
+        for g in [
+            &b"\xff\xff\xff"[..],
+            b"\x12\x10abc",
+            b"\x0f",
+            b"\x12\x02\xff\xfe",
+            b"\x00\x01",
+        ] {
+            assert!(
+                matches!(decode_pod_config(g), Err(ShimError::Decode(_))),
+                "{g:?}"
+            );
         }
     }
 
@@ -347,7 +361,9 @@ mod tests {
     #[test]
     fn type_urls() {
         assert!(is_pod_config("runtime.v1.PodSandboxConfig"));
-        assert!(is_pod_config("type.googleapis.com/runtime.v1.PodSandboxConfig"));
+        assert!(is_pod_config(
+            "type.googleapis.com/runtime.v1.PodSandboxConfig"
+        ));
         assert!(!is_pod_config("runtime.v1.ContainerConfig"));
     }
 }

@@ -23,9 +23,9 @@ impl ShimError {
                 EngineError::NotFound(_) => Code::NOT_FOUND,
                 EngineError::AlreadyExists(_) => Code::ALREADY_EXISTS,
                 EngineError::FailedPrecondition { .. } => Code::FAILED_PRECONDITION,
-                EngineError::Os { .. } | EngineError::CleanupFailed { .. } | EngineError::State { .. } => {
-                    Code::INTERNAL
-                }
+                EngineError::Os { .. }
+                | EngineError::CleanupFailed { .. }
+                | EngineError::State { .. } => Code::INTERNAL,
             },
         }
     }
@@ -62,8 +62,14 @@ mod tests {
         let c = |e: EngineError| ShimError::from(e).code();
         assert_eq!(c(EngineError::invalid("x")), Code::INVALID_ARGUMENT);
         assert_eq!(c(EngineError::NotFound("x".into())), Code::NOT_FOUND);
-        assert_eq!(c(EngineError::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
-        assert_eq!(c(EngineError::precondition("x", "y")), Code::FAILED_PRECONDITION);
+        assert_eq!(
+            c(EngineError::AlreadyExists("x".into())),
+            Code::ALREADY_EXISTS
+        );
+        assert_eq!(
+            c(EngineError::precondition("x", "y")),
+            Code::FAILED_PRECONDITION
+        );
         assert_eq!(ShimError::Decode("x".into()).code(), Code::INVALID_ARGUMENT);
     }
 

@@ -45,13 +45,21 @@ impl Drop for Counted {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Counted {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -78,7 +86,11 @@ fn init_logging(debug: bool) {
         Err(_) => Box::new(std::io::sink()),
     };
     let sink = Mutex::new(sink);
-    let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
+    let level = if debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_ansi(false)
@@ -100,13 +112,19 @@ pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
     rt.block_on(run(flags, listener))
 }
 
-async fn run(flags: &Flags, listener: std::os::unix::net::UnixListener) -> Result<(), BootstrapError> {
+async fn run(
+    flags: &Flags,
+    listener: std::os::unix::net::UnixListener,
+) -> Result<(), BootstrapError> {
     let exe = std::env::current_exe().map_err(|e| BootstrapError::Io {
         op: "locate",
         path: "/proc/self/exe".into(),
         source: e,
     })?;
-    let engine = Arc::new(Engine::new(Host::linux(exe)?, StateStore::new(paths::state_root(&flags.namespace))));
+    let engine = Arc::new(Engine::new(
+        Host::linux(exe)?,
+        StateStore::new(paths::state_root(&flags.namespace)),
+    ));
     if engine.restore(&flags.id)? {
         tracing::info!(id = %flags.id, "restored sandbox state after a shim restart");
     }
@@ -120,8 +138,11 @@ async fn run(flags: &Flags, listener: std::os::unix::net::UnixListener) -> Resul
             source: e,
         }
     };
-    listener.set_nonblocking(true).map_err(io_err("set nonblocking"))?;
-    let listener = tokio::net::UnixListener::from_std(listener).map_err(io_err("register socket"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("set nonblocking"))?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(io_err("register socket"))?;
     let live = Arc::new(watch::channel(0usize).0);
     let live2 = live.clone();
     let incoming = futures::stream::unfold(listener, move |l| {

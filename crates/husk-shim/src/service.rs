@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::sandbox_api as api;
 use containerd_shim_protos::sandbox_async::Sandbox;
-use husk_sandbox::{CreateRequest, Engine, Error as EngineError, ExitInfo, Mount, Platform, SandboxMetrics, Started, Status};
+use husk_sandbox::{
+    CreateRequest, Engine, Error as EngineError, ExitInfo, Mount, Platform, SandboxMetrics,
+    Started, Status,
+};
 use tokio::sync::watch;
 use ttrpc::r#async::TtrpcContext;
 
@@ -126,7 +129,11 @@ pub fn create_request(req: &api::CreateSandboxRequest) -> Result<CreateRequest, 
             .collect(),
         netns_path: (!req.netns_path.is_empty()).then(|| PathBuf::from(&req.netns_path)),
         pod,
-        annotations: req.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        annotations: req
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
@@ -134,7 +141,12 @@ pub fn status_response(s: &Status) -> api::SandboxStatusResponse {
     let mut r = api::SandboxStatusResponse::new();
     r.sandbox_id = s.id.clone();
     r.pid = s.pid;
-    r.state = if s.ready { "SANDBOX_READY" } else { "SANDBOX_NOTREADY" }.to_string();
+    r.state = if s.ready {
+        "SANDBOX_READY"
+    } else {
+        "SANDBOX_NOTREADY"
+    }
+    .to_string();
     r.info = s.info.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     r.created_at = MessageField::some(convert::timestamp(s.created_at));
     if let Some(t) = s.exited_at {
@@ -143,7 +155,12 @@ pub fn status_response(s: &Status) -> api::SandboxStatusResponse {
     r
 }
 
-fn traced<T>(rpc: &'static str, id: &str, t0: Instant, r: Result<T, ShimError>) -> ttrpc::Result<T> {
+fn traced<T>(
+    rpc: &'static str,
+    id: &str,
+    t0: Instant,
+    r: Result<T, ShimError>,
+) -> ttrpc::Result<T> {
     let us = t0.elapsed().as_micros() as u64;
     match r {
         Ok(v) => {
@@ -180,22 +197,35 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         req: api::StartSandboxRequest,
     ) -> ttrpc::Result<api::StartSandboxResponse> {
         let t0 = Instant::now();
-        let r = self.engine.start(&req.sandbox_id).await.map_err(ShimError::from).map(|s| {
-            let mut resp = api::StartSandboxResponse::new();
-            resp.pid = s.pid;
-            resp.created_at = MessageField::some(convert::timestamp(s.created_at));
-            resp
-        });
+        let r = self
+            .engine
+            .start(&req.sandbox_id)
+            .await
+            .map_err(ShimError::from)
+            .map(|s| {
+                let mut resp = api::StartSandboxResponse::new();
+                resp.pid = s.pid;
+                resp.created_at = MessageField::some(convert::timestamp(s.created_at));
+                resp
+            });
         traced("StartSandbox", &req.sandbox_id, t0, r)
     }
 
-    async fn platform(&self, _ctx: &TtrpcContext, req: api::PlatformRequest) -> ttrpc::Result<api::PlatformResponse> {
+    async fn platform(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PlatformRequest,
+    ) -> ttrpc::Result<api::PlatformResponse> {
         let t0 = Instant::now();
-        let r = self.engine.platform(&req.sandbox_id).map_err(ShimError::from).map(|p| {
-            let mut resp = api::PlatformResponse::new();
-            resp.platform = MessageField::some(convert::platform(&p));
-            resp
-        });
+        let r = self
+            .engine
+            .platform(&req.sandbox_id)
+            .map_err(ShimError::from)
+            .map(|p| {
+                let mut resp = api::PlatformResponse::new();
+                resp.platform = MessageField::some(convert::platform(&p));
+                resp
+            });
         traced("Platform", &req.sandbox_id, t0, r)
     }
 
@@ -221,12 +251,17 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         req: api::WaitSandboxRequest,
     ) -> ttrpc::Result<api::WaitSandboxResponse> {
         let t0 = Instant::now();
-        let r = self.engine.wait(&req.sandbox_id).await.map_err(ShimError::from).map(|e| {
-            let mut resp = api::WaitSandboxResponse::new();
-            resp.exit_status = e.status;
-            resp.exited_at = MessageField::some(convert::timestamp(e.at));
-            resp
-        });
+        let r = self
+            .engine
+            .wait(&req.sandbox_id)
+            .await
+            .map_err(ShimError::from)
+            .map(|e| {
+                let mut resp = api::WaitSandboxResponse::new();
+                resp.exit_status = e.status;
+                resp.exited_at = MessageField::some(convert::timestamp(e.at));
+                resp
+            });
         traced("WaitSandbox", &req.sandbox_id, t0, r)
     }
 
@@ -244,7 +279,11 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         traced("SandboxStatus", &req.sandbox_id, t0, r)
     }
 
-    async fn ping_sandbox(&self, _ctx: &TtrpcContext, req: api::PingRequest) -> ttrpc::Result<api::PingResponse> {
+    async fn ping_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PingRequest,
+    ) -> ttrpc::Result<api::PingResponse> {
         let t0 = Instant::now();
         let r = self
             .engine
@@ -260,11 +299,20 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         req: api::ShutdownSandboxRequest,
     ) -> ttrpc::Result<api::ShutdownSandboxResponse> {
         let t0 = Instant::now();
-        let r = self.engine.shutdown(&req.sandbox_id).await.map_err(ShimError::from);
+        let r = self
+            .engine
+            .shutdown(&req.sandbox_id)
+            .await
+            .map_err(ShimError::from);
         if let Ok(0) = r {
             self.gate.open();
         }
-        traced("ShutdownSandbox", &req.sandbox_id, t0, r.map(|_| api::ShutdownSandboxResponse::new()))
+        traced(
+            "ShutdownSandbox",
+            &req.sandbox_id,
+            t0,
+            r.map(|_| api::ShutdownSandboxResponse::new()),
+        )
     }
 
     async fn sandbox_metrics(
@@ -273,16 +321,20 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         req: api::SandboxMetricsRequest,
     ) -> ttrpc::Result<api::SandboxMetricsResponse> {
         let t0 = Instant::now();
-        let r = self.engine.metrics(&req.sandbox_id).map_err(ShimError::from).and_then(|m| {
-            let data = convert::metrics_any(&m.stats)
-                .map_err(|e| ShimError::Encode(format!("metrics: {e}")))?;
-            let mut resp = api::SandboxMetricsResponse::new();
-            let metric = resp.metrics.mut_or_insert_default();
-            metric.id = m.id;
-            metric.timestamp = MessageField::some(convert::timestamp(m.at));
-            metric.data = MessageField::some(data);
-            Ok(resp)
-        });
+        let r = self
+            .engine
+            .metrics(&req.sandbox_id)
+            .map_err(ShimError::from)
+            .and_then(|m| {
+                let data = convert::metrics_any(&m.stats)
+                    .map_err(|e| ShimError::Encode(format!("metrics: {e}")))?;
+                let mut resp = api::SandboxMetricsResponse::new();
+                let metric = resp.metrics.mut_or_insert_default();
+                metric.id = m.id;
+                metric.timestamp = MessageField::some(convert::timestamp(m.at));
+                metric.data = MessageField::some(data);
+                Ok(resp)
+            });
         traced("SandboxMetrics", &req.sandbox_id, t0, r)
     }
 }

@@ -53,8 +53,14 @@ fn args(ns: &str, id: String) -> CreateArgs {
 async fn up(ns: &str, shim_bin: &Path, a: &CreateArgs, s: &mut Samples) -> Result<(Shim, u32)> {
     fs::create_dir_all(&a.bundle)?;
     let t0 = Instant::now();
-    let (bin, ns2, id, b) = (shim_bin.to_path_buf(), ns.to_string(), a.id.clone(), a.bundle.clone());
-    let address = tokio::task::spawn_blocking(move || client::launch(&bin, &ns2, &id, &b)).await??;
+    let (bin, ns2, id, b) = (
+        shim_bin.to_path_buf(),
+        ns.to_string(),
+        a.id.clone(),
+        a.bundle.clone(),
+    );
+    let address =
+        tokio::task::spawn_blocking(move || client::launch(&bin, &ns2, &id, &b)).await??;
     s.entry("shim start (exec)").or_default().push(us(t0));
     let shim = Shim::connect(&address).await?;
     let t0 = Instant::now();
@@ -69,7 +75,13 @@ async fn up(ns: &str, shim_bin: &Path, a: &CreateArgs, s: &mut Samples) -> Resul
     Ok((shim, pid))
 }
 
-async fn down(ns: &str, shim_bin: &Path, shim: Shim, a: &CreateArgs, s: &mut Samples) -> Result<()> {
+async fn down(
+    ns: &str,
+    shim_bin: &Path,
+    shim: Shim,
+    a: &CreateArgs,
+    s: &mut Samples,
+) -> Result<()> {
     let t0 = Instant::now();
     client::stop(&shim, &a.id, 0).await?;
     s.entry("StopSandbox").or_default().push(us(t0));
@@ -78,7 +90,12 @@ async fn down(ns: &str, shim_bin: &Path, shim: Shim, a: &CreateArgs, s: &mut Sam
     s.entry("ShutdownSandbox").or_default().push(us(t0));
     drop(shim);
     let t0 = Instant::now();
-    let (bin, ns2, id, b) = (shim_bin.to_path_buf(), ns.to_string(), a.id.clone(), a.bundle.clone());
+    let (bin, ns2, id, b) = (
+        shim_bin.to_path_buf(),
+        ns.to_string(),
+        a.id.clone(),
+        a.bundle.clone(),
+    );
     tokio::task::spawn_blocking(move || client::delete(&bin, &ns2, &id, &b)).await??;
     s.entry("shim delete (exec)").or_default().push(us(t0));
     let _ = fs::remove_file(a.bundle.join("address"));
@@ -137,9 +154,13 @@ pub fn shim_server_pid(id: &str) -> Option<u32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let has_id = args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes());
+        let has_id = args
+            .windows(2)
+            .any(|w| w[0] == b"-id" && w[1] == id.as_bytes());
         if has_id && args.iter().any(|a| *a == b"serve") {
             return Some(pid);
         }
@@ -160,7 +181,13 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     // Serial.
     let mut serial = Samples::new();
     for i in 0..b.count {
-        let s = cycle(ns.to_string(), shim_bin.clone(), format!("bench-{tag}-s{i}"), b.pings).await?;
+        let s = cycle(
+            ns.to_string(),
+            shim_bin.clone(),
+            format!("bench-{tag}-s{i}"),
+            b.pings,
+        )
+        .await?;
         merge(&mut serial, s);
     }
     // Concurrent.
@@ -170,7 +197,12 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     let t_all = Instant::now();
     for i in 0..b.count {
         let permit = sem.clone().acquire_owned().await?;
-        let (ns, bin, id, pings) = (ns.to_string(), shim_bin.clone(), format!("bench-{tag}-c{i}"), b.pings);
+        let (ns, bin, id, pings) = (
+            ns.to_string(),
+            shim_bin.clone(),
+            format!("bench-{tag}-c{i}"),
+            b.pings,
+        );
         set.spawn(async move {
             let r = cycle(ns, bin, id, pings).await;
             drop(permit);
@@ -215,7 +247,13 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     for (shim, _, a) in alive {
         down(ns, &shim_bin, shim, &a, &mut scratch).await?;
     }
-    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     let mem = json!({
         "pods_alive": k,
         "shim_pss_kib": (mean(&shim_pss) * 10.0).round() / 10.0,
@@ -225,10 +263,16 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     });
 
     if out.json {
-        println!("{}", json!({"latency": rows, "memory": mem, "concurrency": b.concurrency, "count": b.count,
-            "concurrent_wall_s": conc_wall}));
+        println!(
+            "{}",
+            json!({"latency": rows, "memory": mem, "concurrency": b.concurrency, "count": b.count,
+            "concurrent_wall_s": conc_wall})
+        );
     } else {
-        println!("husk bench: {} sandboxes serial, {} with concurrency {} ({:.2} s wall)", b.count, b.count, b.concurrency, conc_wall);
+        println!(
+            "husk bench: {} sandboxes serial, {} with concurrency {} ({:.2} s wall)",
+            b.count, b.count, b.concurrency, conc_wall
+        );
         out.table(&["phase", "op", "n", "p50_us", "p99_us"], &rows);
         println!();
         println!("memory with {k} pods alive: shim PSS {:.0} KiB + holder PSS {:.0} KiB = {:.0} KiB per pod",

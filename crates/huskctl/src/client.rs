@@ -49,10 +49,17 @@ pub fn launch(shim: &Path, ns: &str, id: &str, bundle: &Path) -> Result<String> 
         .output()
         .with_context(|| format!("running {}", shim.display()))?;
     if !out.status.success() {
-        bail!("shim start failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "shim start failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("shim start replied {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "shim start replied {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
     reply["address"]
         .as_str()
         .map(str::to_string)
@@ -69,7 +76,10 @@ pub fn delete(shim: &Path, ns: &str, id: &str, bundle: &Path) -> Result<()> {
         .output()
         .with_context(|| format!("running {}", shim.display()))?;
     if !out.status.success() {
-        bail!("shim delete failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "shim delete failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -145,20 +155,31 @@ pub async fn create(shim: &Shim, a: &CreateArgs) -> Result<()> {
 pub async fn start(shim: &Shim, id: &str) -> Result<u32> {
     let mut req = api::StartSandboxRequest::new();
     req.sandbox_id = id.into();
-    Ok(shim.client.start_sandbox(ctx(), &req).await.map_err(rpc_err)?.pid)
+    Ok(shim
+        .client
+        .start_sandbox(ctx(), &req)
+        .await
+        .map_err(rpc_err)?
+        .pid)
 }
 
 pub async fn status(shim: &Shim, id: &str, verbose: bool) -> Result<api::SandboxStatusResponse> {
     let mut req = api::SandboxStatusRequest::new();
     req.sandbox_id = id.into();
     req.verbose = verbose;
-    shim.client.sandbox_status(ctx(), &req).await.map_err(rpc_err)
+    shim.client
+        .sandbox_status(ctx(), &req)
+        .await
+        .map_err(rpc_err)
 }
 
 pub async fn ping(shim: &Shim, id: &str) -> Result<()> {
     let mut req = api::PingRequest::new();
     req.sandbox_id = id.into();
-    shim.client.ping_sandbox(ctx(), &req).await.map_err(rpc_err)?;
+    shim.client
+        .ping_sandbox(ctx(), &req)
+        .await
+        .map_err(rpc_err)?;
     Ok(())
 }
 
@@ -172,7 +193,10 @@ pub async fn stop(shim: &Shim, id: &str, timeout_secs: u32) -> Result<()> {
     let mut req = api::StopSandboxRequest::new();
     req.sandbox_id = id.into();
     req.timeout_secs = timeout_secs;
-    shim.client.stop_sandbox(ctx(), &req).await.map_err(rpc_err)?;
+    shim.client
+        .stop_sandbox(ctx(), &req)
+        .await
+        .map_err(rpc_err)?;
     Ok(())
 }
 
@@ -188,7 +212,10 @@ pub async fn wait(shim: &Shim, id: &str) -> Result<api::WaitSandboxResponse> {
 pub async fn shutdown(shim: &Shim, id: &str) -> Result<()> {
     let mut req = api::ShutdownSandboxRequest::new();
     req.sandbox_id = id.into();
-    shim.client.shutdown_sandbox(ctx(), &req).await.map_err(rpc_err)?;
+    shim.client
+        .shutdown_sandbox(ctx(), &req)
+        .await
+        .map_err(rpc_err)?;
     Ok(())
 }
 
@@ -196,9 +223,19 @@ pub async fn shutdown(shim: &Shim, id: &str) -> Result<()> {
 pub async fn metrics(shim: &Shim, id: &str) -> Result<BTreeMap<String, serde_json::Value>> {
     let mut req = api::SandboxMetricsRequest::new();
     req.sandbox_id = id.into();
-    let resp = shim.client.sandbox_metrics(ctx(), &req).await.map_err(rpc_err)?;
-    let m = resp.metrics.as_ref().ok_or_else(|| anyhow!("empty metrics reply"))?;
-    let data = m.data.as_ref().ok_or_else(|| anyhow!("metrics without data"))?;
+    let resp = shim
+        .client
+        .sandbox_metrics(ctx(), &req)
+        .await
+        .map_err(rpc_err)?;
+    let m = resp
+        .metrics
+        .as_ref()
+        .ok_or_else(|| anyhow!("empty metrics reply"))?;
+    let data = m
+        .data
+        .as_ref()
+        .ok_or_else(|| anyhow!("metrics without data"))?;
     let mut out = BTreeMap::new();
     out.insert("id".into(), m.id.clone().into());
     out.insert("type".into(), data.type_url.clone().into());
@@ -217,8 +254,20 @@ pub async fn metrics(shim: &Shim, id: &str) -> Result<BTreeMap<String, serde_jso
             out.insert("memory_cache_bytes".into(), v.memory.total_cache.into());
             out.insert("pids_current".into(), v.pids.current.into());
             out.insert("pids_limit".into(), v.pids.limit.into());
-            let rb: u64 = v.blkio.io_service_bytes_recursive.iter().filter(|e| e.op == "Read").map(|e| e.value).sum();
-            let wb: u64 = v.blkio.io_service_bytes_recursive.iter().filter(|e| e.op == "Write").map(|e| e.value).sum();
+            let rb: u64 = v
+                .blkio
+                .io_service_bytes_recursive
+                .iter()
+                .filter(|e| e.op == "Read")
+                .map(|e| e.value)
+                .sum();
+            let wb: u64 = v
+                .blkio
+                .io_service_bytes_recursive
+                .iter()
+                .filter(|e| e.op == "Write")
+                .map(|e| e.value)
+                .sum();
             out.insert("io_read_bytes".into(), rb.into());
             out.insert("io_write_bytes".into(), wb.into());
         }
@@ -228,8 +277,14 @@ pub async fn metrics(shim: &Shim, id: &str) -> Result<BTreeMap<String, serde_jso
             out.insert("memory_usage_bytes".into(), v.memory.usage.into());
             out.insert("pids_current".into(), v.pids.current.into());
             out.insert("pids_limit".into(), v.pids.limit.into());
-            out.insert("io_read_bytes".into(), v.io.usage.iter().map(|e| e.rbytes).sum::<u64>().into());
-            out.insert("io_write_bytes".into(), v.io.usage.iter().map(|e| e.wbytes).sum::<u64>().into());
+            out.insert(
+                "io_read_bytes".into(),
+                v.io.usage.iter().map(|e| e.rbytes).sum::<u64>().into(),
+            );
+            out.insert(
+                "io_write_bytes".into(),
+                v.io.usage.iter().map(|e| e.wbytes).sum::<u64>().into(),
+            );
         }
         other => bail!("unknown metrics type {other}"),
     }
@@ -263,7 +318,9 @@ pub fn humantime(t: std::time::SystemTime) -> String {
 
 /// The shim's address for an id, unless given.
 pub fn address_for(ns: &str, id: &str, given: Option<&str>) -> String {
-    given.map(str::to_string).unwrap_or_else(|| paths::address(ns, id))
+    given
+        .map(str::to_string)
+        .unwrap_or_else(|| paths::address(ns, id))
 }
 
 /// Where huskctl keeps bundles of the sandboxes it creates.

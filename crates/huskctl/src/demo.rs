@@ -44,7 +44,13 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -70,7 +76,11 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
                 searches: vec!["default.svc.cluster.local".into()],
                 options: vec!["ndots:5".into()],
             }),
-            sysctls: [("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())].into(),
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            )]
+            .into(),
             labels: [("app".to_string(), "demo".to_string())].into(),
             network: NsMode::Pod,
             pid: NsMode::Pod,
@@ -78,14 +88,21 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
             ..Default::default()
         },
     };
-    println!("husk demo: sandbox {id}, namespace {ns}, shim {}", shim_bin.display());
+    println!(
+        "husk demo: sandbox {id}, namespace {ns}, shim {}",
+        shim_bin.display()
+    );
 
     step(1, "launch the shim as containerd does (`start`)");
     let t0 = Instant::now();
     let address = client::launch(&shim_bin, ns, &id, &bundle)?;
-    println!("address   {address}  ({:.2} ms)", t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "address   {address}  ({:.2} ms)",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     let sock = paths::socket_path(ns, &id);
-    let mode = fs::metadata(&sock).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)?;
+    let mode = fs::metadata(&sock)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)?;
     println!("socket    {} mode {mode:o}", sock.display());
     let shim = Shim::connect(&address).await?;
 
@@ -102,7 +119,10 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     step(3, "StartSandbox: the pod holder");
     let t0 = Instant::now();
     let pid = client::start(&shim, &id).await?;
-    println!("holder pid {pid} started in {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "holder pid {pid} started in {:.2} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     println!("{:<5} {:<24} {:<24} same-as-host", "ns", "holder", "host");
     for n in ["net", "ipc", "uts", "pid", "mnt"] {
         let h = ns_link(&pid.to_string(), n);
@@ -111,7 +131,10 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     }
     println!("hostname in pod  {}", hostname_in(pid));
     println!("/proc/{pid}/cgroup:");
-    for l in fs::read_to_string(format!("/proc/{pid}/cgroup"))?.lines().filter(|l| l.contains(&id)) {
+    for l in fs::read_to_string(format!("/proc/{pid}/cgroup"))?
+        .lines()
+        .filter(|l| l.contains(&id))
+    {
         println!("  {l}");
     }
 
@@ -128,7 +151,16 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
         .unwrap_or_default();
     let p = client::platform(&shim, &id).await?;
     if let Some(p) = p.platform.as_ref() {
-        println!("platform  {}/{}{}", p.os, p.architecture, if p.variant.is_empty() { String::new() } else { format!("/{}", p.variant) });
+        println!(
+            "platform  {}/{}{}",
+            p.os,
+            p.architecture,
+            if p.variant.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", p.variant)
+            }
+        );
     }
     let t0 = Instant::now();
     client::ping(&shim, &id).await?;
@@ -142,8 +174,15 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     client::stop(&shim, &id, 5).await?;
     println!("stopped in {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
     let w = client::wait(&shim, &id).await?;
-    let at = w.exited_at.as_ref().map(|t| client::humantime(husk_shim::convert::from_timestamp(t)));
-    println!("exit status {} at {}", w.exit_status, at.unwrap_or_default());
+    let at = w
+        .exited_at
+        .as_ref()
+        .map(|t| client::humantime(husk_shim::convert::from_timestamp(t)));
+    println!(
+        "exit status {} at {}",
+        w.exit_status,
+        at.unwrap_or_default()
+    );
     let st = client::status(&shim, &id, false).await?;
     println!("state     {}", st.state);
 
@@ -184,10 +223,30 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     }
     let _ = fs::remove_file(bundle.join("address"));
     fs::remove_dir(&bundle).with_context(|| format!("bundle {} not empty", bundle.display()))?;
-    println!("holder process   {}", if alive(pid) { "ALIVE" } else { "gone" });
-    println!("cgroup dirs      {}", if cgroup_paths.iter().any(|d| d.exists()) { "LEFT" } else { "gone" });
-    println!("mounts           {}", if mounts_under(&bundle).is_empty() { "gone" } else { "LEFT" });
-    println!("socket           {}", if sock.exists() { "LEFT" } else { "gone" });
+    println!(
+        "holder process   {}",
+        if alive(pid) { "ALIVE" } else { "gone" }
+    );
+    println!(
+        "cgroup dirs      {}",
+        if cgroup_paths.iter().any(|d| d.exists()) {
+            "LEFT"
+        } else {
+            "gone"
+        }
+    );
+    println!(
+        "mounts           {}",
+        if mounts_under(&bundle).is_empty() {
+            "gone"
+        } else {
+            "LEFT"
+        }
+    );
+    println!(
+        "socket           {}",
+        if sock.exists() { "LEFT" } else { "gone" }
+    );
     if leaks.is_empty() {
         println!("\nnothing left behind: demo passed");
         Ok(())

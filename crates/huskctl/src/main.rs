@@ -18,7 +18,11 @@ use client::{CreateArgs, Shim};
 use output::Out;
 
 #[derive(Parser)]
-#[command(name = "huskctl", version, about = "Drive husk sandbox shims over ttrpc")]
+#[command(
+    name = "huskctl",
+    version,
+    about = "Drive husk sandbox shims over ttrpc"
+)]
 struct Cli {
     /// containerd namespace the sandboxes live in.
     #[arg(long, global = true, default_value = "husk")]
@@ -128,19 +132,28 @@ fn kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
 fn default_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("husk-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "husk-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn create_args(ns: &str, p: &PodArgs) -> Result<CreateArgs> {
     let id = p.id.clone().unwrap_or_else(default_id);
     let mode = |host: bool| if host { NsMode::Node } else { NsMode::Pod };
-    let dns = (!p.dns_servers.is_empty() || !p.dns_searches.is_empty() || !p.dns_options.is_empty()).then(|| Dns {
-        servers: p.dns_servers.clone(),
-        searches: p.dns_searches.clone(),
-        options: p.dns_options.clone(),
-    });
+    let dns =
+        (!p.dns_servers.is_empty() || !p.dns_searches.is_empty() || !p.dns_options.is_empty())
+            .then(|| Dns {
+                servers: p.dns_servers.clone(),
+                searches: p.dns_searches.clone(),
+                options: p.dns_options.clone(),
+            });
     Ok(CreateArgs {
-        bundle: p.bundle.clone().unwrap_or_else(|| client::bundle_dir(ns, &id)),
+        bundle: p
+            .bundle
+            .clone()
+            .unwrap_or_else(|| client::bundle_dir(ns, &id)),
         netns: p.netns.clone(),
         rootfs_bind: p.rootfs.clone(),
         pod: PodConfig {
@@ -162,7 +175,8 @@ fn create_args(ns: &str, p: &PodArgs) -> Result<CreateArgs> {
 
 /// Launches a shim for `a.id` and creates the sandbox in it.
 async fn launch_and_create(cli: &Cli, a: &CreateArgs) -> Result<Shim> {
-    std::fs::create_dir_all(&a.bundle).with_context(|| format!("creating bundle {}", a.bundle.display()))?;
+    std::fs::create_dir_all(&a.bundle)
+        .with_context(|| format!("creating bundle {}", a.bundle.display()))?;
     let shim_bin = client::shim_binary(cli.shim.as_deref());
     let address = client::launch(&shim_bin, &cli.namespace, &a.id, &a.bundle)?;
     let shim = Shim::connect(&address).await?;
@@ -177,7 +191,9 @@ async fn launch_and_create(cli: &Cli, a: &CreateArgs) -> Result<Shim> {
 
 async fn connect(cli: &Cli, id: &str) -> Result<Shim> {
     let addr = client::address_for(&cli.namespace, id, cli.address.as_deref());
-    Shim::connect(&addr).await.with_context(|| format!("is sandbox {id} running under namespace {}?", cli.namespace))
+    Shim::connect(&addr)
+        .await
+        .with_context(|| format!("is sandbox {id} running under namespace {}?", cli.namespace))
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -228,7 +244,9 @@ async fn run(cli: Cli) -> Result<()> {
             let shim = connect(&cli, id).await?;
             let t0 = std::time::Instant::now();
             client::ping(&shim, id).await?;
-            out.record(&json!({"id": id, "alive": true, "rtt_us": t0.elapsed().as_micros() as u64}));
+            out.record(
+                &json!({"id": id, "alive": true, "rtt_us": t0.elapsed().as_micros() as u64}),
+            );
         }
         Cmd::Metrics { id } => {
             let shim = connect(&cli, id).await?;
@@ -272,14 +290,26 @@ async fn run(cli: Cli) -> Result<()> {
             out.table(&["id", "phase", "pid", "created_at", "bundle"], &rows);
         }
         Cmd::Demo => demo::run(&cli.namespace, client::shim_binary(cli.shim.as_deref())).await?,
-        Cmd::Bench(b) => bench::run(&cli.namespace, client::shim_binary(cli.shim.as_deref()), b, &out).await?,
+        Cmd::Bench(b) => {
+            bench::run(
+                &cli.namespace,
+                client::shim_binary(cli.shim.as_deref()),
+                b,
+                &out,
+            )
+            .await?
+        }
     }
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("huskctl: {e}");

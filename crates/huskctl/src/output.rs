@@ -45,14 +45,28 @@ impl Out {
             println!("{}", Value::Array(rows.to_vec()));
             return;
         }
-        let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| cell(&r[*c])).collect()).collect();
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
+            .collect();
         let widths: Vec<usize> = cols
             .iter()
             .enumerate()
-            .map(|(i, c)| cells.iter().map(|r| r[i].len()).max().unwrap_or(0).max(c.len()))
+            .map(|(i, c)| {
+                cells
+                    .iter()
+                    .map(|r| r[i].len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(c.len())
+            })
             .collect();
         let line = |vals: Vec<String>| {
-            let s: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:w$}")).collect();
+            let s: Vec<String> = vals
+                .iter()
+                .zip(&widths)
+                .map(|(v, w)| format!("{v:w$}"))
+                .collect();
             println!("{}", s.join("  ").trim_end());
         };
         line(cols.iter().map(|c| c.to_uppercase()).collect());

@@ -94,7 +94,12 @@ impl FakeOs {
     }
 
     pub fn live_pids(&self) -> Vec<u32> {
-        self.st().procs.iter().filter(|(_, p)| p.alive).map(|(k, _)| *k).collect()
+        self.st()
+            .procs
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
@@ -170,12 +175,21 @@ impl Cgroups for FakeOs {
     }
 
     fn pids(&self, rel: &Path) -> Result<Vec<u32>, OsError> {
-        Ok(self.st().cgroups.get(rel).map(|s| s.iter().copied().collect()).unwrap_or_default())
+        Ok(self
+            .st()
+            .cgroups
+            .get(rel)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default())
     }
 
     fn kill_all(&self, rel: &Path, signal: i32) -> Result<(), OsError> {
         let mut st = self.st();
-        let pids: Vec<u32> = st.cgroups.get(rel).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let pids: Vec<u32> = st
+            .cgroups
+            .get(rel)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
         for pid in pids {
             deliver(&mut st, pid, signal);
         }
@@ -187,7 +201,11 @@ impl Cgroups for FakeOs {
         self.check(&mut st, "cgroup.remove")?;
         for d in created {
             if st.cgroups.get(d).is_some_and(|s| !s.is_empty()) {
-                return Err(OsError::path("rmdir cgroup", d, io::Error::from_raw_os_error(libc::EBUSY)));
+                return Err(OsError::path(
+                    "rmdir cgroup",
+                    d,
+                    io::Error::from_raw_os_error(libc::EBUSY),
+                ));
             }
             st.cgroups.remove(d);
         }
@@ -199,7 +217,10 @@ impl Cgroups for FakeOs {
         self.check(&mut st, "cgroup.stats")?;
         let n = st.cgroups.get(rel).map(|s| s.len()).unwrap_or(0) as u64;
         Ok(CgroupStats::V1(V1Stats {
-            pids: Pids { current: n, limit: 0 },
+            pids: Pids {
+                current: n,
+                limit: 0,
+            },
             ..Default::default()
         }))
     }
@@ -246,7 +267,11 @@ impl Processes for FakeOs {
     }
 
     fn start_time(&self, pid: u32) -> Option<u64> {
-        self.st().procs.get(&pid).filter(|p| p.alive).map(|p| p.start)
+        self.st()
+            .procs
+            .get(&pid)
+            .filter(|p| p.alive)
+            .map(|p| p.start)
     }
 
     fn state(&self, pid: u32) -> Option<char> {
@@ -280,7 +305,11 @@ impl Mounts for FakeOs {
         if self.st().netns_ok.contains(path) {
             Ok(())
         } else {
-            Err(OsError::path("not a network namespace", path, io::Error::from_raw_os_error(libc::EINVAL)))
+            Err(OsError::path(
+                "not a network namespace",
+                path,
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ))
         }
     }
 }

@@ -86,8 +86,8 @@ pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
     let argv: [*const libc::c_char; 2] = [argv0.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
 
-    let (err_rd, err_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| OsError::sys("pipe2", e))?;
+    let (err_rd, err_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| OsError::sys("pipe2", e))?;
 
     let mut flags = CloneFlags::empty();
     if spec.new_pid {
@@ -181,7 +181,8 @@ pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
     let mut rd = File::from(err_rd);
     let n = read_full(&mut rd, &mut buf).map_err(|e| OsError::sys("read holder status", e))?;
     if n == 0 {
-        return u32::try_from(pid.as_raw()).map_err(|_| OsError::sys("clone", io::Error::other("negative pid")));
+        return u32::try_from(pid.as_raw())
+            .map_err(|_| OsError::sys("clone", io::Error::other("negative pid")));
     }
     let _ = waitpid(pid, None);
     let step = STEPS.get(buf[0] as usize).copied().unwrap_or(STEPS[0]);
@@ -211,7 +212,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// containerd reports it: the exit code, or 128+signal.
 pub fn reap(pid: u32) -> u32 {
     use nix::sys::wait::WaitStatus;
-    let Ok(raw) = i32::try_from(pid) else { return 255 };
+    let Ok(raw) = i32::try_from(pid) else {
+        return 255;
+    };
     loop {
         match waitpid(Pid::from_raw(raw), None) {
             Ok(WaitStatus::Exited(_, code)) => return code as u32,

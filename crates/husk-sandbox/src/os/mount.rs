@@ -91,7 +91,13 @@ impl Mounts for LinuxMounts {
             }
         }
         if !propagation.is_empty() {
-            if let Err(e) = mount(None::<&str>, target, None::<&str>, propagation, None::<&str>) {
+            if let Err(e) = mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                propagation,
+                None::<&str>,
+            ) {
                 let _ = umount2(target, MntFlags::MNT_DETACH);
                 return Err(OsError::path("set propagation", target, errno_to_io(e)));
             }
@@ -152,8 +158,17 @@ mod tests {
 
     #[test]
     fn options() {
-        let (f, p, d) = parse_options(&s(&["rbind", "ro", "nosuid", "rprivate", "lowerdir=/a", "upperdir=/b"]));
-        assert!(f.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID));
+        let (f, p, d) = parse_options(&s(&[
+            "rbind",
+            "ro",
+            "nosuid",
+            "rprivate",
+            "lowerdir=/a",
+            "upperdir=/b",
+        ]));
+        assert!(f.contains(
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
+        ));
         assert_eq!(p, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
         assert_eq!(d, "lowerdir=/a,upperdir=/b");
         let (f, _, _) = parse_options(&s(&["ro", "rw"]));

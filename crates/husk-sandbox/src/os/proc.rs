@@ -27,7 +27,8 @@ impl LinuxProcesses {
 }
 
 fn pidfd_open(pid: u32) -> Result<OwnedFd, OsError> {
-    let raw = libc::pid_t::try_from(pid).map_err(|_| OsError::sys("pidfd_open", io::Error::from_raw_os_error(libc::ESRCH)))?;
+    let raw = libc::pid_t::try_from(pid)
+        .map_err(|_| OsError::sys("pidfd_open", io::Error::from_raw_os_error(libc::ESRCH)))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
     if fd < 0 {
@@ -85,7 +86,8 @@ impl Processes for LinuxProcesses {
     }
 
     fn signal(&self, pid: u32, signal: i32) -> Result<(), OsError> {
-        let raw = i32::try_from(pid).map_err(|_| OsError::sys("kill", io::Error::from_raw_os_error(libc::ESRCH)))?;
+        let raw = i32::try_from(pid)
+            .map_err(|_| OsError::sys("kill", io::Error::from_raw_os_error(libc::ESRCH)))?;
         let sig = Signal::try_from(signal).map_err(|e| OsError::sys("signal number", e))?;
         match kill(Pid::from_raw(raw), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),

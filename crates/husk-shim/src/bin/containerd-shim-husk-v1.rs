@@ -30,15 +30,28 @@ fn run(args: Vec<String>) -> Result<(), BootstrapError> {
         return Ok(());
     }
     if let Some(b) = &flags.bundle {
-        std::env::set_current_dir(b).map_err(|e| BootstrapError::Io { op: "chdir", path: b.clone(), source: e })?;
+        std::env::set_current_dir(b).map_err(|e| BootstrapError::Io {
+            op: "chdir",
+            path: b.clone(),
+            source: e,
+        })?;
     }
-    let io = |op| move |e| BootstrapError::Io { op, path: "stdout".into(), source: e };
+    let io = |op| {
+        move |e| BootstrapError::Io {
+            op,
+            path: "stdout".into(),
+            source: e,
+        }
+    };
     match flags.action.as_deref() {
         Some("start") => {
             let mut stdin = Vec::new();
             let input = std::io::stdin();
             if !input.is_terminal() {
-                input.lock().read_to_end(&mut stdin).map_err(io("read stdin"))?;
+                input
+                    .lock()
+                    .read_to_end(&mut stdin)
+                    .map_err(io("read stdin"))?;
             }
             let reply = bootstrap::start(&flags, &stdin)?;
             bootstrap::emit(reply.as_bytes()).map_err(io("write"))
@@ -48,7 +61,11 @@ fn run(args: Vec<String>) -> Result<(), BootstrapError> {
             bootstrap::emit(&resp).map_err(io("write"))
         }
         Some("serve") => serve::serve(&flags),
-        Some(other) => Err(BootstrapError::Usage(format!("unknown action {other:?}; want start or delete"))),
-        None => Err(BootstrapError::Usage("no action; want start or delete".into())),
+        Some(other) => Err(BootstrapError::Usage(format!(
+            "unknown action {other:?}; want start or delete"
+        ))),
+        None => Err(BootstrapError::Usage(
+            "no action; want start or delete".into(),
+        )),
     }
 }

@@ -129,7 +129,10 @@ fn remove_dirs(dirs: &[PathBuf]) -> Result<(), OsError> {
             match fs::remove_dir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        || e.raw_os_error() == Some(libc::ENOTEMPTY) =>
+                {
                     if has_subdirs(dir) {
                         break;
                     }
@@ -148,7 +151,10 @@ fn remove_dirs(dirs: &[PathBuf]) -> Result<(), OsError> {
 
 fn has_subdirs(dir: &Path) -> bool {
     fs::read_dir(dir)
-        .map(|rd| rd.flatten().any(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        })
         .unwrap_or(false)
 }
 
@@ -176,7 +182,9 @@ fn read_pids(file: &Path, out: &mut Vec<u32>) -> Result<(), OsError> {
 
 fn kill_pids(pids: &[u32], signal: i32) -> Result<(), OsError> {
     for &pid in pids {
-        let Ok(raw) = i32::try_from(pid) else { continue };
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
         let sig = nix::sys::signal::Signal::try_from(signal)
             .map_err(|e| OsError::sys("signal number", e))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig) {
@@ -208,7 +216,9 @@ mod tests {
         );
         assert_eq!(
             pod_path("kubepods-besteffort-pod1.slice", "p").unwrap(),
-            PathBuf::from("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/p")
+            PathBuf::from(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/p"
+            )
         );
         assert!(pod_path("/a/../b", "p").is_err());
         assert!(pod_path("-a.slice", "p").is_err());

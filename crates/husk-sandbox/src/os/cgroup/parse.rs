@@ -28,7 +28,9 @@ pub fn parse_flat_keyed(s: &str) -> BTreeMap<String, u64> {
 
 /// Space-separated numbers (cpuacct.usage_percpu).
 pub fn parse_list(s: &str) -> Vec<u64> {
-    s.split_whitespace().filter_map(|v| v.parse().ok()).collect()
+    s.split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }
 
 /// v1 blkio files: `MAJ:MIN Op value` lines; the `Total` line is dropped.

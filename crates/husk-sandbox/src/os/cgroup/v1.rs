@@ -3,14 +3,27 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{kill_pids, mkdir_all, parse_blkio, parse_flat_keyed, parse_limit, parse_list, read_opt, read_pids, remove_dirs};
+use super::{
+    kill_pids, mkdir_all, parse_blkio, parse_flat_keyed, parse_limit, parse_list, read_opt,
+    read_pids, remove_dirs,
+};
 use crate::error::OsError;
 use crate::metrics::{CgroupStats, Pids, V1Blkio, V1Cpu, V1Memory, V1MemoryEntry, V1Stats};
 use crate::os::{CgroupVersion, Cgroups};
 
 /// Mount options of a cgroup v1 mount that do not name a controller.
 const NOT_CONTROLLERS: &[&str] = &[
-    "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "clone_children", "xattr", "noprefix", "cpuset_v2_mode",
+    "rw",
+    "ro",
+    "relatime",
+    "noatime",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "clone_children",
+    "xattr",
+    "noprefix",
+    "cpuset_v2_mode",
 ];
 
 /// USER_HZ: cpuacct.stat counts in these ticks.
@@ -155,7 +168,9 @@ impl Cgroups for CgroupV1 {
         if let Some(d) = self.dir_of("cpuacct", rel) {
             let r = |f: &str| read_opt(&d.join(f));
             s.cpu.usage_total = r("cpuacct.usage")?.map(|v| parse_limit(&v)).unwrap_or(0);
-            s.cpu.per_cpu = r("cpuacct.usage_percpu")?.map(|v| parse_list(&v)).unwrap_or_default();
+            s.cpu.per_cpu = r("cpuacct.usage_percpu")?
+                .map(|v| parse_list(&v))
+                .unwrap_or_default();
             if let Some(st) = r("cpuacct.stat")? {
                 let m = parse_flat_keyed(&st);
                 let ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / TICKS_PER_SEC);
@@ -200,13 +215,19 @@ impl Cgroups for CgroupV1 {
         }
         if let Some(d) = self.dir_of("pids", rel) {
             s.pids = Pids {
-                current: read_opt(&d.join("pids.current"))?.map(|v| parse_limit(&v)).unwrap_or(0),
-                limit: read_opt(&d.join("pids.max"))?.map(|v| parse_limit(&v)).unwrap_or(0),
+                current: read_opt(&d.join("pids.current"))?
+                    .map(|v| parse_limit(&v))
+                    .unwrap_or(0),
+                limit: read_opt(&d.join("pids.max"))?
+                    .map(|v| parse_limit(&v))
+                    .unwrap_or(0),
             };
         }
         if let Some(d) = self.dir_of("blkio", rel) {
             let r = |f: &str| -> Result<_, OsError> {
-                Ok(read_opt(&d.join(f))?.map(|v| parse_blkio(&v)).unwrap_or_default())
+                Ok(read_opt(&d.join(f))?
+                    .map(|v| parse_blkio(&v))
+                    .unwrap_or_default())
             };
             s.blkio = V1Blkio {
                 io_service_bytes: r("blkio.throttle.io_service_bytes_recursive")?,
@@ -257,12 +278,20 @@ mod tests {
         };
         let cpuacct = mk("cpuacct");
         fs::write(cpuacct.join("cpuacct.usage"), "123456789\n").unwrap();
-        fs::write(cpuacct.join("cpuacct.usage_percpu"), "100000000 23456789 \n").unwrap();
+        fs::write(
+            cpuacct.join("cpuacct.usage_percpu"),
+            "100000000 23456789 \n",
+        )
+        .unwrap();
         fs::write(cpuacct.join("cpuacct.stat"), "user 7\nsystem 3\n").unwrap();
         let mem = mk("memory");
         fs::write(mem.join("memory.usage_in_bytes"), "4096\n").unwrap();
         fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
-        fs::write(mem.join("memory.stat"), "cache 0\nrss 4096\ntotal_rss 4096\n").unwrap();
+        fs::write(
+            mem.join("memory.stat"),
+            "cache 0\nrss 4096\ntotal_rss 4096\n",
+        )
+        .unwrap();
         let pids = mk("pids");
         fs::write(pids.join("pids.current"), "2\n").unwrap();
         fs::write(pids.join("pids.max"), "max\n").unwrap();
@@ -284,7 +313,13 @@ mod tests {
         assert_eq!(s.cpu.usage_kernel, 30_000_000);
         assert_eq!(s.memory.usage.usage, 4096);
         assert_eq!(s.memory.stat["rss"], 4096);
-        assert_eq!(s.pids, Pids { current: 2, limit: 0 });
+        assert_eq!(
+            s.pids,
+            Pids {
+                current: 2,
+                limit: 0
+            }
+        );
         assert!(s.blkio.io_service_bytes.is_empty());
     }
 }

@@ -3,7 +3,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{kill_pids, mkdir_all, parse_flat_keyed, parse_io_stat, parse_limit, read_opt, read_pids, remove_dirs};
+use super::{
+    kill_pids, mkdir_all, parse_flat_keyed, parse_io_stat, parse_limit, read_opt, read_pids,
+    remove_dirs,
+};
 use crate::error::OsError;
 use crate::metrics::{CgroupStats, Pids, V2Cpu, V2Memory, V2Stats};
 use crate::os::{CgroupVersion, Cgroups};
@@ -49,7 +52,9 @@ impl CgroupV2 {
 /// Reads a v2 stats directory. Files of absent controllers read as zero.
 pub fn read_v2_stats(d: &Path) -> Result<V2Stats, OsError> {
     let keyed = |f: &str| -> Result<_, OsError> {
-        Ok(read_opt(&d.join(f))?.map(|v| parse_flat_keyed(&v)).unwrap_or_default())
+        Ok(read_opt(&d.join(f))?
+            .map(|v| parse_flat_keyed(&v))
+            .unwrap_or_default())
     };
     let one = |f: &str| -> Result<u64, OsError> {
         Ok(read_opt(&d.join(f))?.map(|v| parse_limit(&v)).unwrap_or(0))
@@ -138,11 +143,23 @@ mod tests {
         fs::write(d.join("cpu.stat"), "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 4\nnr_throttled 1\nthrottled_usec 77\n").unwrap();
         fs::write(d.join("memory.current"), "1310720\n").unwrap();
         fs::write(d.join("memory.max"), "max\n").unwrap();
-        fs::write(d.join("memory.stat"), "anon 45056\nfile 1126400\nkernel 139264\nsock 0\nshmem 0\n").unwrap();
-        fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n").unwrap();
+        fs::write(
+            d.join("memory.stat"),
+            "anon 45056\nfile 1126400\nkernel 139264\nsock 0\nshmem 0\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
         fs::write(d.join("pids.current"), "3\n").unwrap();
         fs::write(d.join("pids.max"), "100\n").unwrap();
-        fs::write(d.join("io.stat"), "8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n").unwrap();
+        fs::write(
+            d.join("io.stat"),
+            "8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
+        )
+        .unwrap();
         let s = read_v2_stats(d).unwrap();
         assert_eq!(s.cpu.usage_usec, 2000);
         assert_eq!(s.cpu.throttled_usec, 77);
@@ -150,14 +167,24 @@ mod tests {
         assert_eq!(s.memory.usage_limit, 0);
         assert_eq!(s.memory.stat["anon"], 45056);
         assert_eq!(s.memory.events["oom_kill"], 1);
-        assert_eq!(s.pids, Pids { current: 3, limit: 100 });
+        assert_eq!(
+            s.pids,
+            Pids {
+                current: 3,
+                limit: 100
+            }
+        );
         assert_eq!(s.io[0].rbytes, 4096);
     }
 
     #[test]
     fn v2_stats_without_controllers() {
         let t = tempfile::tempdir().unwrap();
-        fs::write(t.path().join("cpu.stat"), "usage_usec 9\nuser_usec 4\nsystem_usec 5\n").unwrap();
+        fs::write(
+            t.path().join("cpu.stat"),
+            "usage_usec 9\nuser_usec 4\nsystem_usec 5\n",
+        )
+        .unwrap();
         let s = read_v2_stats(t.path()).unwrap();
         assert_eq!(s.cpu.usage_usec, 9);
         assert_eq!(s.memory, V2Memory::default());
