@@ -1,5 +1,7 @@
 //! The engine's state machine and cleanup, through the fake OS (no root).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

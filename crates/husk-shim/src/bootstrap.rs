@@ -92,7 +92,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, Boot
             "id" => f.id = value(name)?,
             "bundle" => f.bundle = Some(PathBuf::from(value(name)?)),
             "socket" => f.socket = Some(value(name)?),
-            "debug" => f.debug = inline.as_deref().map_or(true, |v| v != "false"),
+            "debug" => f.debug = inline.as_deref() != Some("false"),
             "v" | "version" => f.version = true,
             other => return Err(BootstrapError::Usage(format!("unknown flag -{other}"))),
         }

@@ -1,6 +1,8 @@
 //! The ttrpc adapter over a real socket, with the engine on the fake OS:
 //! protobuf in, codes and messages out, no root needed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -49,6 +51,7 @@ fn ctx() -> context::Context {
     context::with_timeout(10_000_000_000)
 }
 
+#[track_caller]
 fn code<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> Code {
     match r {
         Err(ttrpc::Error::RpcStatus(s)) => s.code(),

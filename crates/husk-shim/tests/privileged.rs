@@ -1,0 +1,986 @@
+//! Privileged integration tests: the real shim binary, launched the way
+//! containerd launches it, checked against what the kernel shows.
+//!
+//! They need root. Without it each test prints a loud SKIPPED line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::sandbox_api as api;
+use containerd_shim_protos::sandbox_async::SandboxClient;
+use husk_sandbox::{Dns, NsMode, PodConfig};
+use husk_shim::cri;
+use ttrpc::context;
+use ttrpc::Code;
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-husk-v1");
+
+fn root() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    eprintln!(
+        "\n*** SKIPPED: privileged test needs root (run the suite as root: sudo cargo test) ***\n"
+    );
+    false
+}
+
+fn ctx() -> context::Context {
+    context::with_timeout(20_000_000_000)
+}
+
+#[track_caller]
+fn code<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> Code {
+    match r {
+        Err(ttrpc::Error::RpcStatus(s)) => s.code(),
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
+fn ns_ino(path: impl AsRef<Path>) -> u64 {
+    fs::metadata(path.as_ref())
+        .map(|m| m.ino())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
+}
+
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let d = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&d))
+        .collect()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `f` in a thread that joined `/proc/<pid>/ns/<ns>`.
+fn in_ns<T: Send + 'static>(pid: u32, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/proc/{pid}/ns/{ns}");
+    std::thread::spawn(move || {
+        let f_ns = fs::File::open(&path).unwrap();
+        nix::sched::setns(f_ns, nix::sched::CloneFlags::empty()).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A network namespace file made for the test with `ip netns add`.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("husk-t-{}-{tag}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name}");
+        Netns(name)
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.0))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// One sandbox's shim, with its own run root, namespace, bundle and
+/// cgroup parent, so tests run in parallel without touching each other.
+struct Pod {
+    run_root: tempfile::TempDir,
+    bundle: tempfile::TempDir,
+    ns: String,
+    id: String,
+    cgroup_parent: String,
+    env: Vec<(String, String)>,
+    client: Option<SandboxClient>,
+    pid: u32,
+}
+
+impl Pod {
+    fn new(tag: &str) -> Pod {
+        let id = format!("t{}-{tag}", std::process::id());
+        Pod {
+            run_root: tempfile::tempdir().unwrap(),
+            bundle: tempfile::tempdir().unwrap(),
+            ns: "husktest".into(),
+            cgroup_parent: format!("/husk-test-{id}"),
+            id,
+            env: vec![],
+            client: None,
+            pid: 0,
+        }
+    }
+
+    fn shim(&self) -> Command {
+        let mut c = Command::new(SHIM);
+        c.env("HUSK_RUN_ROOT", self.run_root.path());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn start_argv(&self, stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .shim()
+            .args([
+                "-namespace",
+                &self.ns,
+                "-address",
+                "/run/none.sock",
+                "-publish-binary",
+                "/bin/true",
+                "-id",
+                &self.id,
+                "start",
+            ])
+            .current_dir(self.bundle.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    async fn launch(&mut self) -> String {
+        let out = self.start_argv(b"");
+        assert!(
+            out.status.success(),
+            "start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply["version"], 3);
+        assert_eq!(reply["protocol"], "ttrpc");
+        let addr = reply["address"].as_str().unwrap().to_string();
+        let c = ttrpc::asynchronous::Client::connect(&addr).await.unwrap();
+        self.client = Some(SandboxClient::new(c));
+        addr
+    }
+
+    fn c(&self) -> &SandboxClient {
+        self.client.as_ref().unwrap()
+    }
+
+    fn pod_config(&self) -> PodConfig {
+        PodConfig {
+            name: "test".into(),
+            hostname: "pod-under-test".into(),
+            cgroup_parent: self.cgroup_parent.clone(),
+            dns: Some(Dns {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec!["ns.svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn create_req(&self, pod: &PodConfig, netns: Option<&Path>) -> api::CreateSandboxRequest {
+        let mut r = api::CreateSandboxRequest::new();
+        r.sandbox_id = self.id.clone();
+        r.bundle_path = self.bundle.path().display().to_string();
+        if let Some(n) = netns {
+            r.netns_path = n.display().to_string();
+        }
+        let mut any = Any::new();
+        any.type_url = "runtime.v1.PodSandboxConfig".into();
+        any.value = cri::encode::pod_config(pod);
+        r.options = MessageField::some(any);
+        r
+    }
+
+    async fn create(
+        &self,
+        pod: &PodConfig,
+        netns: Option<&Path>,
+    ) -> ttrpc::Result<api::CreateSandboxResponse> {
+        self.c()
+            .create_sandbox(ctx(), &self.create_req(pod, netns))
+            .await
+    }
+
+    async fn start(&mut self) -> u32 {
+        let mut r = api::StartSandboxRequest::new();
+        r.sandbox_id = self.id.clone();
+        let resp = self.c().start_sandbox(ctx(), &r).await.unwrap();
+        assert!(resp.created_at.is_some());
+        self.pid = resp.pid;
+        resp.pid
+    }
+
+    async fn status(&self) -> api::SandboxStatusResponse {
+        let mut r = api::SandboxStatusRequest::new();
+        r.sandbox_id = self.id.clone();
+        r.verbose = true;
+        self.c().sandbox_status(ctx(), &r).await.unwrap()
+    }
+
+    async fn stop(&self, timeout_secs: u32) {
+        let mut r = api::StopSandboxRequest::new();
+        r.sandbox_id = self.id.clone();
+        r.timeout_secs = timeout_secs;
+        self.c().stop_sandbox(ctx(), &r).await.unwrap();
+    }
+
+    async fn wait(&self) -> api::WaitSandboxResponse {
+        let mut r = api::WaitSandboxRequest::new();
+        r.sandbox_id = self.id.clone();
+        self.c()
+            .wait_sandbox(context::with_timeout(0), &r)
+            .await
+            .unwrap()
+    }
+
+    async fn shutdown(&self) {
+        let mut r = api::ShutdownSandboxRequest::new();
+        r.sandbox_id = self.id.clone();
+        self.c().shutdown_sandbox(ctx(), &r).await.unwrap();
+    }
+
+    fn delete(&self) -> DeleteResponse {
+        let out = self
+            .shim()
+            .args(["-namespace", &self.ns, "-id", &self.id, "-bundle"])
+            .arg(self.bundle.path())
+            .arg("delete")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "delete: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        DeleteResponse::parse_from_bytes(&out.stdout).unwrap()
+    }
+
+    fn socket(&self) -> PathBuf {
+        let dir = self.run_root.path().join("s");
+        fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path())
+            .unwrap_or_else(|| dir.join("none"))
+    }
+
+    fn server_pid(&self) -> Option<u32> {
+        for e in fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            if args
+                .windows(2)
+                .any(|w| w[0] == b"-id" && w[1] == self.id.as_bytes())
+                && args.iter().any(|a| *a == b"serve")
+            {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let Ok(rd) = fs::read_dir(base) else { continue };
+            for h in rd.flatten() {
+                let d = h.path().join(self.cgroup_parent.trim_start_matches('/'));
+                if d.exists() {
+                    v.push(d);
+                }
+            }
+            let d = Path::new(base).join(self.cgroup_parent.trim_start_matches('/'));
+            if d.exists() && !v.contains(&d) {
+                v.push(d);
+            }
+        }
+        v
+    }
+
+    /// Removes the test's own cgroup parent (husk leaves a parent it did
+    /// not create, as it must for kubelet's parents).
+    fn remove_parent(&self) {
+        for d in self.cgroup_dirs() {
+            let _ = fs::remove_dir(&d);
+        }
+    }
+
+    /// Nothing of the sandbox remains: holder, shim, cgroup, mounts, pod
+    /// files, state, socket.
+    fn assert_clean(&self) {
+        if self.pid != 0 {
+            assert!(!alive(self.pid), "holder {} still alive", self.pid);
+        }
+        for d in self.cgroup_dirs() {
+            assert!(
+                !d.join(&self.id).exists(),
+                "cgroup {} left",
+                d.join(&self.id).display()
+            );
+        }
+        assert!(
+            mounts_under(self.bundle.path()).is_empty(),
+            "mounts left: {:?}",
+            mounts_under(self.bundle.path())
+        );
+        for f in ["hostname", "hosts", "resolv.conf", "shm"] {
+            assert!(!self.bundle.path().join(f).exists(), "pod file {f} left");
+        }
+        assert!(
+            !self
+                .run_root
+                .path()
+                .join("state")
+                .join(&self.ns)
+                .join(&self.id)
+                .exists(),
+            "state left"
+        );
+        wait_until("the shim to exit", || self.server_pid().is_none());
+        wait_until("the socket to go", || !self.socket().exists());
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // Best effort for a failed test: kill what is left and clean up.
+        if let Some(pid) = self.server_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self
+            .shim()
+            .args(["-namespace", &self.ns, "-id", &self.id, "delete"])
+            .output();
+        self.remove_parent();
+    }
+}
+
+#[tokio::test]
+async fn pod_namespaces_cgroup_and_files_are_real() {
+    if !root() {
+        return;
+    }
+    let netns = Netns::new("ns");
+    let mut p = Pod::new("ns");
+    let addr = p.launch().await;
+    let sock = addr.trim_start_matches("unix://");
+    assert_eq!(
+        fs::metadata(sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::read_to_string(p.bundle.path().join("address")).unwrap(),
+        addr
+    );
+
+    let mut pod = p.pod_config();
+    pod.sysctls
+        .insert("net.ipv4.ip_unprivileged_port_start".into(), "123".into());
+    p.create(&pod, Some(&netns.path())).await.unwrap();
+    let pid = p.start().await;
+
+    // The kernel's view of the holder's namespaces.
+    assert_eq!(
+        ns_ino(format!("/proc/{pid}/ns/net")),
+        ns_ino(netns.path()),
+        "joined netns_path"
+    );
+    for n in ["ipc", "uts", "pid"] {
+        assert_ne!(
+            ns_ino(format!("/proc/{pid}/ns/{n}")),
+            ns_ino(format!("/proc/self/ns/{n}")),
+            "{n} is new"
+        );
+    }
+    assert_eq!(
+        ns_ino(format!("/proc/{pid}/ns/mnt")),
+        ns_ino("/proc/self/ns/mnt")
+    );
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.trim_end().ends_with("\t1"),
+        "holder is PID 1 of its namespace: {nspid}"
+    );
+    let host = in_ns(pid, "uts", || {
+        nix::unistd::gethostname().unwrap().into_string().unwrap()
+    });
+    assert_eq!(host, "pod-under-test");
+    let port = in_ns(pid, "net", || {
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap()
+    });
+    assert_eq!(port.trim(), "123", "sysctl set inside the pod's netns");
+    assert_ne!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .unwrap()
+            .trim(),
+        "123"
+    );
+
+    // cgroup membership, in every v1 hierarchy.
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let want = format!("{}/{}", p.cgroup_parent, p.id);
+    for line in cg.lines().filter(|l| !l.starts_with("0::")) {
+        assert!(line.ends_with(&want), "{line} not in {want}");
+    }
+    let procs = fs::read_to_string(format!("/sys/fs/cgroup/memory{want}/cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), pid.to_string());
+
+    // Pod files.
+    let b = p.bundle.path();
+    assert_eq!(
+        fs::read_to_string(b.join("hostname")).unwrap(),
+        "pod-under-test\n"
+    );
+    assert_eq!(
+        fs::read_to_string(b.join("resolv.conf")).unwrap(),
+        "search ns.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    assert!(fs::read_to_string(b.join("hosts"))
+        .unwrap()
+        .starts_with("127.0.0.1\tlocalhost\n"));
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let shm = b.join("shm").display().to_string();
+    assert!(
+        mi.lines()
+            .any(|l| l.contains(&format!(" {shm} ")) && l.contains(" - tmpfs ")),
+        "shm tmpfs mounted"
+    );
+
+    // Status and metrics.
+    let st = p.status().await;
+    assert_eq!(st.state, "SANDBOX_READY");
+    assert_eq!(st.pid, pid);
+    assert_eq!(st.info["ns.net"], format!("/proc/{pid}/ns/net"));
+    assert_eq!(st.info["cgroup"], want);
+    let mut m = api::SandboxMetricsRequest::new();
+    m.sandbox_id = p.id.clone();
+    let met = p.c().sandbox_metrics(ctx(), &m).await.unwrap();
+    assert_eq!(
+        met.metrics.data.type_url,
+        "io.containerd.cgroups.v1.Metrics"
+    );
+    let v1 = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(
+        &met.metrics.data.value,
+    )
+    .unwrap();
+    assert_eq!(v1.pids.current, 1);
+    assert!(v1.memory.usage.usage > 0);
+    assert!(v1.cpu.usage.total > 0);
+
+    p.stop(5).await;
+    let w = p.wait().await;
+    assert_eq!(w.exit_status, 0, "holder exits 0 on SIGTERM");
+    assert_eq!(p.status().await.state, "SANDBOX_NOTREADY");
+    p.shutdown().await;
+    drop(p.client.take());
+    let d = p.delete();
+    assert_eq!(d.pid, 0, "nothing left for delete after a clean shutdown");
+    p.assert_clean();
+    assert_eq!(
+        ns_ino(netns.path()),
+        ns_ino(netns.path()),
+        "the netns containerd owns is untouched"
+    );
+}
+
+#[tokio::test]
+async fn stop_kills_a_process_that_ignores_sigterm() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("stub");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    // A process moved into the pod cgroup that ignores SIGTERM.
+    let mut stubborn = Command::new("sh")
+        .args(["-c", "trap '' TERM; while :; do sleep 1; done"])
+        .spawn()
+        .unwrap();
+    let spid = stubborn.id();
+    let procs = format!(
+        "/sys/fs/cgroup/pids{}/{}/cgroup.procs",
+        p.cgroup_parent, p.id
+    );
+    fs::write(&procs, spid.to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // let the trap be installed
+    let t0 = Instant::now();
+    p.stop(1).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "waited the grace period"
+    );
+    let st = stubborn.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(9),
+        "SIGKILLed after the grace period"
+    );
+    assert!(!alive(pid));
+    assert_eq!(p.wait().await.exit_status, 0);
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn wait_reports_a_sigkill_from_outside() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("kill");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    let waits: Vec<_> = (0..3)
+        .map(|_| {
+            let c = p.c().clone();
+            let id = p.id.clone();
+            tokio::spawn(async move {
+                let mut r = api::WaitSandboxRequest::new();
+                r.sandbox_id = id;
+                c.wait_sandbox(context::with_timeout(0), &r).await.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for w in waits {
+        let w = w.await.unwrap();
+        assert_eq!(w.exit_status, 137);
+        assert!(w.exited_at.is_some());
+    }
+    let st = p.status().await;
+    assert_eq!(st.state, "SANDBOX_NOTREADY");
+    assert!(st.exited_at.is_some());
+    // Wait after the fact answers at once.
+    assert_eq!(p.wait().await.exit_status, 137);
+    p.stop(0).await;
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn host_network_shares_the_hosts_net_and_uts() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("hostnet");
+    p.launch().await;
+    let mut pod = p.pod_config();
+    pod.network = NsMode::Node;
+    pod.hostname = String::new();
+    p.create(&pod, None).await.unwrap();
+    let pid = p.start().await;
+    for n in ["net", "uts"] {
+        assert_eq!(
+            ns_ino(format!("/proc/{pid}/ns/{n}")),
+            ns_ino(format!("/proc/self/ns/{n}")),
+            "{n} is the host's"
+        );
+    }
+    assert_ne!(
+        ns_ino(format!("/proc/{pid}/ns/pid")),
+        ns_ino("/proc/self/ns/pid")
+    );
+    let me = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        fs::read_to_string(p.bundle.path().join("hostname"))
+            .unwrap()
+            .trim(),
+        me
+    );
+    assert_eq!(
+        fs::read_to_string(p.bundle.path().join("hosts")).unwrap(),
+        fs::read_to_string("/etc/hosts").unwrap()
+    );
+    p.stop(0).await;
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn empty_netns_path_means_a_fresh_network_namespace() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("fresh");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    assert_ne!(
+        ns_ino(format!("/proc/{pid}/ns/net")),
+        ns_ino("/proc/self/ns/net")
+    );
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn bad_input_fails_clearly_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("bad");
+    p.launch().await;
+    let pod = p.pod_config();
+    // A regular file is not a network namespace.
+    let e = p.create(&pod, Some(Path::new("/etc/hostname"))).await;
+    assert_eq!(code(e), Code::INVALID_ARGUMENT);
+    // A missing one neither.
+    let e = p
+        .create(&pod, Some(Path::new("/run/netns/does-not-exist")))
+        .await;
+    assert_eq!(code(e), Code::INVALID_ARGUMENT);
+    // The mount namespace is a namespace, but not a network one.
+    let e = p.create(&pod, Some(Path::new("/proc/self/ns/mnt"))).await;
+    assert_eq!(code(e), Code::INVALID_ARGUMENT);
+    // Garbage options.
+    let mut req = p.create_req(&pod, None);
+    req.options.as_mut().unwrap().value = b"\x0a\xff\x01".to_vec();
+    assert_eq!(
+        code(p.c().create_sandbox(ctx(), &req).await),
+        Code::INVALID_ARGUMENT
+    );
+    // Bad sysctl, bad DNS, bad hostname, escaping cgroup parent.
+    let mut bad = pod.clone();
+    bad.sysctls.insert("vm.swappiness".into(), "1".into());
+    assert_eq!(code(p.create(&bad, None).await), Code::INVALID_ARGUMENT);
+    let mut bad = pod.clone();
+    bad.dns.as_mut().unwrap().servers = vec!["1.2.3.4 evil".into()];
+    assert_eq!(code(p.create(&bad, None).await), Code::INVALID_ARGUMENT);
+    let mut bad = pod.clone();
+    bad.hostname = "a/b".into();
+    assert_eq!(code(p.create(&bad, None).await), Code::INVALID_ARGUMENT);
+    let mut bad = pod.clone();
+    bad.cgroup_parent = "/../../x".into();
+    assert_eq!(code(p.create(&bad, None).await), Code::INVALID_ARGUMENT);
+    // A cgroup parent the kernel refuses: a directory under a control file.
+    let mut bad = pod.clone();
+    bad.cgroup_parent = format!("{}/cgroup.procs", p.cgroup_parent);
+    let e = p.create(&bad, None).await;
+    assert_eq!(code(e), Code::INTERNAL);
+    // An unknown id.
+    let mut st = api::SandboxStatusRequest::new();
+    st.sandbox_id = "nope".into();
+    assert_eq!(
+        code(p.c().sandbox_status(ctx(), &st).await),
+        Code::NOT_FOUND
+    );
+    // Nothing was left by any of it, and the shim still serves.
+    assert!(fs::read_dir(p.bundle.path())
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name() == "address"));
+    assert!(mounts_under(p.bundle.path()).is_empty());
+    for d in p.cgroup_dirs() {
+        let children: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(
+            children.is_empty(),
+            "cgroup children left under {}",
+            d.display()
+        );
+    }
+    p.create(&pod, None).await.unwrap();
+    p.start().await;
+    assert_eq!(p.status().await.state, "SANDBOX_READY");
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn parallel_sandboxes_in_separate_shims() {
+    if !root() {
+        return;
+    }
+    let mut pods: Vec<Pod> = (0..4).map(|i| Pod::new(&format!("par{i}"))).collect();
+    for p in pods.iter_mut() {
+        p.launch().await;
+    }
+    // Create all four at once.
+    let tasks: Vec<_> = pods
+        .iter()
+        .map(|p| {
+            let c = p.c().clone();
+            let req = p.create_req(&p.pod_config(), None);
+            tokio::spawn(async move { c.create_sandbox(ctx(), &req).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut pids = Vec::new();
+    for p in pods.iter_mut() {
+        pids.push(p.start().await);
+    }
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 4);
+    for p in &pods {
+        assert_eq!(p.status().await.state, "SANDBOX_READY");
+    }
+    // Stopping one leaves the others alone.
+    pods[0].stop(0).await;
+    for p in &pods[1..] {
+        assert_eq!(p.status().await.state, "SANDBOX_READY");
+    }
+    for p in pods.iter_mut() {
+        p.shutdown().await;
+        drop(p.client.take());
+        p.delete();
+        p.assert_clean();
+    }
+}
+
+#[tokio::test]
+async fn delete_cleans_up_after_a_dead_shim() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("crash");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    let server = p.server_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the shim to die", || !alive(server));
+    assert!(alive(pid), "the pod outlives its shim");
+    drop(p.client.take());
+    let d = p.delete();
+    assert_eq!(d.pid, pid);
+    assert_eq!(d.exit_status, 137);
+    assert!(d.exited_at.is_some());
+    wait_until("the holder to die", || !alive(pid));
+    p.assert_clean();
+    // Idempotent.
+    let again = p.delete();
+    assert_eq!(again.pid, 0);
+}
+
+#[tokio::test]
+async fn wait_answers_across_a_shim_restart() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("restart");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    p.start().await;
+    p.stop(0).await;
+    let before = p.wait().await;
+    let server = p.server_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the shim to die", || !alive(server));
+    drop(p.client.take());
+    // A new shim for the same id picks the persisted state up.
+    p.launch().await;
+    let after = p.wait().await;
+    assert_eq!(after.exit_status, before.exit_status);
+    assert_eq!(after.exited_at, before.exited_at);
+    assert_eq!(p.status().await.state, "SANDBOX_NOTREADY");
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn a_running_pod_is_adopted_by_a_restarted_shim() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("adopt");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    let server = p.server_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the shim to die", || !alive(server));
+    drop(p.client.take());
+    p.launch().await;
+    let st = p.status().await;
+    assert_eq!(st.state, "SANDBOX_READY");
+    assert_eq!(st.pid, pid);
+    p.stop(0).await;
+    assert!(!alive(pid));
+    p.wait().await;
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn start_options_and_version() {
+    if !root() {
+        return;
+    }
+    let p = Pod::new("opts");
+    let out = p.shim().arg("-v").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("containerd-shim-husk-v1 "));
+    // Garbage on stdin: start fails clearly and leaves no socket or server.
+    let out = p.start_argv(b"\xff\xff\xff\xff garbage");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runtime options"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!p.socket().exists());
+    assert!(p.server_pid().is_none());
+    // A raw Any (containerd 2.0–2.2) is accepted.
+    let mut any = Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    let out = p.start_argv(&any.write_to_bytes().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A retried start returns the same address while the shim serves.
+    let again = p.start_argv(b"");
+    assert_eq!(again.stdout, out.stdout);
+    let server = p.server_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_until("the shim to exit on SIGTERM", || !alive(server));
+    p.delete();
+    assert!(!p.socket().exists());
+}
+
+#[tokio::test]
+async fn cgroup_v2_driver_on_the_unified_hierarchy() {
+    if !root() {
+        return;
+    }
+    let unified = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/unified")
+    };
+    if !unified.join("cgroup.procs").exists() {
+        eprintln!("\n*** SKIPPED: no cgroup v2 hierarchy mounted ***\n");
+        return;
+    }
+    let mut p = Pod::new("v2");
+    p.env.push(("HUSK_CGROUP".into(), "v2".into()));
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    let dir = unified
+        .join(p.cgroup_parent.trim_start_matches('/'))
+        .join(&p.id);
+    assert_eq!(
+        fs::read_to_string(dir.join("cgroup.procs")).unwrap().trim(),
+        pid.to_string()
+    );
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cg.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("{}/{}", p.cgroup_parent, p.id))),
+        "{cg}"
+    );
+    let mut m = api::SandboxMetricsRequest::new();
+    m.sandbox_id = p.id.clone();
+    let met = p.c().sandbox_metrics(ctx(), &m).await.unwrap();
+    assert_eq!(
+        met.metrics.data.type_url,
+        "io.containerd.cgroups.v2.Metrics"
+    );
+    let v2 = containerd_shim_protos::cgroups_v2::metrics::Metrics::parse_from_bytes(
+        &met.metrics.data.value,
+    )
+    .unwrap();
+    assert!(
+        v2.cpu.usage_usec > 0,
+        "cpu.stat is read from the real v2 directory"
+    );
+    assert_eq!(p.status().await.info["cgroup_version"], "v2");
+    p.stop(0).await;
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    assert!(!dir.exists());
+    p.assert_clean();
+}
