@@ -30,6 +30,39 @@ pub struct BenchArgs {
     /// Pings per sandbox.
     #[arg(long, default_value_t = 20)]
     pub pings: usize,
+    /// Give every sandbox a fresh network namespace instead of joining one
+    /// made up front (as CRI does: containerd makes the netns, CNI fills it).
+    #[arg(long)]
+    pub fresh_netns: bool,
+}
+
+/// A network namespace made for the bench with `ip netns add`, removed on drop.
+struct BenchNetns(String);
+
+impl BenchNetns {
+    fn new() -> Result<Self> {
+        let name = format!("husk-bench-{}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .context("running `ip netns add` (iproute2)")?
+            .success();
+        if !ok {
+            bail!("ip netns add {name} failed");
+        }
+        Ok(BenchNetns(name))
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.0))
+    }
+}
+
+impl Drop for BenchNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
 }
 
 type Samples = BTreeMap<&'static str, Vec<f64>>;
@@ -38,9 +71,10 @@ fn us(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1e6
 }
 
-fn args(ns: &str, id: String) -> CreateArgs {
+fn args(ns: &str, id: String, netns: Option<&Path>) -> CreateArgs {
     CreateArgs {
         bundle: client::bundle_dir(ns, &id),
+        netns: netns.map(Path::to_path_buf),
         pod: PodConfig {
             hostname: "bench".into(),
             ..Default::default()
@@ -103,9 +137,15 @@ async fn down(
     Ok(())
 }
 
-async fn cycle(ns: String, shim_bin: PathBuf, id: String, pings: usize) -> Result<Samples> {
+async fn cycle(
+    ns: String,
+    shim_bin: PathBuf,
+    id: String,
+    pings: usize,
+    netns: Option<PathBuf>,
+) -> Result<Samples> {
     let mut s = Samples::new();
-    let a = args(&ns, id);
+    let a = args(&ns, id, netns.as_deref());
     let (shim, _pid) = up(&ns, &shim_bin, &a, &mut s).await?;
     for _ in 0..pings {
         let t0 = Instant::now();
@@ -176,6 +216,12 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
         bail!("--count and --concurrency must be at least 1");
     }
     let tag = std::process::id();
+    let shared = if b.fresh_netns {
+        None
+    } else {
+        Some(BenchNetns::new()?)
+    };
+    let netns = shared.as_ref().map(BenchNetns::path);
     let mut rows = Vec::new();
 
     // Serial.
@@ -186,6 +232,7 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
             shim_bin.clone(),
             format!("bench-{tag}-s{i}"),
             b.pings,
+            netns.clone(),
         )
         .await?;
         merge(&mut serial, s);
@@ -197,14 +244,15 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     let t_all = Instant::now();
     for i in 0..b.count {
         let permit = sem.clone().acquire_owned().await?;
-        let (ns, bin, id, pings) = (
+        let (ns, bin, id, pings, nn) = (
             ns.to_string(),
             shim_bin.clone(),
             format!("bench-{tag}-c{i}"),
             b.pings,
+            netns.clone(),
         );
         set.spawn(async move {
-            let r = cycle(ns, bin, id, pings).await;
+            let r = cycle(ns, bin, id, pings, nn).await;
             drop(permit);
             r
         });
@@ -230,7 +278,7 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     let mut alive = Vec::new();
     let mut scratch = Samples::new();
     for i in 0..k {
-        let a = args(ns, format!("bench-{tag}-m{i}"));
+        let a = args(ns, format!("bench-{tag}-m{i}"), netns.as_deref());
         let (shim, pid) = up(ns, &shim_bin, &a, &mut scratch).await?;
         alive.push((shim, pid, a));
     }

@@ -93,30 +93,44 @@ pub fn detect() -> Result<Arc<dyn Cgroups>, OsError> {
 }
 
 /// Makes every missing directory of `path`, returning those it made,
-/// outermost first.
+/// outermost first. Tries the leaf first: in the common case (the parent
+/// exists) that is one mkdir and no stat.
 fn mkdir_all(path: &Path) -> Result<Vec<PathBuf>, OsError> {
-    let mut missing = Vec::new();
-    let mut p = path;
-    while !p.exists() {
-        missing.push(p.to_path_buf());
-        match p.parent() {
-            Some(parent) => p = parent,
-            None => break,
-        }
-    }
-    missing.reverse();
     let mut made = Vec::new();
-    for dir in missing {
-        match fs::create_dir(&dir) {
-            Ok(()) => made.push(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                let _ = remove_dirs(&made);
-                return Err(OsError::path("mkdir cgroup", dir, e));
-            }
-        }
+    if let Err(e) = mkdir_into(path, &mut made) {
+        let _ = remove_dirs(&made);
+        return Err(e);
     }
     Ok(made)
+}
+
+fn mkdir_into(dir: &Path, made: &mut Vec<PathBuf>) -> Result<(), OsError> {
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            made.push(dir.to_path_buf());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = dir.parent().ok_or_else(|| {
+                OsError::path(
+                    "mkdir cgroup",
+                    dir,
+                    io::Error::from_raw_os_error(libc::ENOENT),
+                )
+            })?;
+            mkdir_into(parent, made)?;
+            match fs::create_dir(dir) {
+                Ok(()) => {
+                    made.push(dir.to_path_buf());
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(OsError::path("mkdir cgroup", dir, e)),
+            }
+        }
+        Err(e) => Err(OsError::path("mkdir cgroup", dir, e)),
+    }
 }
 
 /// Removes cgroup directories innermost first. A directory that is gone is

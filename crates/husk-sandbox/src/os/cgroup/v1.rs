@@ -93,16 +93,15 @@ fn join(root: &Path, rel: &Path) -> PathBuf {
     root.join(rel.strip_prefix("/").unwrap_or(rel))
 }
 
-/// A new cpuset cgroup starts with no cpus and no mems; copy the parent's.
+/// A new cpuset cgroup starts with no cpus and no mems (unless its parent
+/// has clone_children set); copy the parent's.
 fn init_cpuset(dir: &Path) -> Result<(), OsError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
     for file in ["cpuset.cpus", "cpuset.mems"] {
-        let mine = dir.join(file);
-        let current = read_opt(&mine)?.unwrap_or_default();
-        if !current.trim().is_empty() {
-            continue;
-        }
-        let Some(parent) = dir.parent() else { continue };
         let value = read_opt(&parent.join(file))?.unwrap_or_default();
+        let mine = dir.join(file);
         fs::write(&mine, value.trim()).map_err(|e| OsError::path("write", &mine, e))?;
     }
     Ok(())

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs `huskctl demo`: a real sandbox created,
+# inspected, stopped and cleaned up, with no containerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+cargo build --release --quiet --bin containerd-shim-husk-v1 --bin huskctl
+exec target/release/huskctl demo

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what husk needs to build and test on Debian 12, idempotently.
+# Never upgrades installed packages; installs only what is missing.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "husk: run as root (sandboxes need namespaces, cgroups and mounts)" >&2
+    exit 1
+  fi
+}
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "husk setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+check_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    apt_install cargo
+  fi
+  local v
+  v=$(rustc --version | awk '{print $2}')
+  local minor=${v#1.}; minor=${minor%%.*}
+  if [ "$minor" -lt 85 ]; then
+    echo "husk: rustc $v is too old; husk needs Rust 1.85 or newer (install it with rustup)" >&2
+    exit 1
+  fi
+}
+
+need_root
+apt_install ca-certificates gcc libc6-dev pkg-config iproute2 util-linux procps
+check_cargo
