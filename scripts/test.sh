@@ -11,6 +11,7 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt && cargo fmt --a
 rustup component list --installed 2>/dev/null | grep -q clippy && cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== unit and privileged integration tests"
+mkdir -p target
 cargo test --workspace 2>&1 | tee target/test.log
 grep -q "SKIPPED" target/test.log && { echo "privileged tests were skipped" >&2; exit 1; }
 
