@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --quiet --bin containerd-shim-husk-v1 --bin huskctl
-exec target/release/huskctl demo
+build_release
+exec "$HUSK_BIN/huskctl" demo

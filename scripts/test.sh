@@ -15,6 +15,6 @@ mkdir -p target
 cargo test --workspace 2>&1 | tee target/test.log
 grep -q "SKIPPED" target/test.log && { echo "privileged tests were skipped" >&2; exit 1; }
 
-echo "== demo (release build)"
-cargo build --release --quiet --bin containerd-shim-husk-v1 --bin huskctl
-target/release/huskctl demo
+echo "== demo (static release build)"
+build_release
+"$HUSK_BIN/huskctl" demo

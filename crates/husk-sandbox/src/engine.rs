@@ -141,6 +141,7 @@ impl Engine {
     }
 
     fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+        crate::id::validate(id)?;
         match self.slots().get(id) {
             Some(Slot::Ready(sb)) => Ok(sb.clone()),
             Some(Slot::Creating) => Err(Error::precondition(id, "is still being created")),
@@ -497,31 +498,39 @@ impl Engine {
             .map_err(Error::os(id, "signal pod processes"))?;
         let deadline = Instant::now() + timeout;
         let mut exit = sb.exit.subscribe();
-        while !timeout.is_zero() && Instant::now() < deadline {
-            let empty = cg
+        let cgroup_empty = || -> Result<bool> {
+            Ok(cg
                 .pids(&rel)
                 .map_err(Error::os(id, "list pod processes"))?
-                .is_empty();
-            if empty && exit.borrow().is_some() {
-                return Ok(());
+                .is_empty())
+        };
+        if !timeout.is_zero() {
+            // The holder's exit is the event that matters (it is the pod's
+            // PID 1, so the kernel kills the rest of its PID namespace).
+            let _ = tokio::time::timeout(timeout, exit.wait_for(|e| e.is_some())).await;
+            while Instant::now() < deadline {
+                if cgroup_empty()? && exit.borrow().is_some() {
+                    return Ok(());
+                }
+                tokio::time::sleep(POLL).await;
             }
-            tokio::time::sleep(POLL).await;
         }
         // Grace is over: kill whatever remains, including processes that
         // ignore SIGTERM or were moved into the pod cgroup.
         let kill_deadline = Instant::now() + KILL_GRACE;
         loop {
-            if phase == Phase::Running && exit.borrow().is_none() {
+            let exited = exit.borrow().is_some();
+            if phase == Phase::Running && !exited {
                 procs
                     .signal(pid, libc::SIGKILL)
                     .map_err(Error::os(id, "kill holder"))?;
             }
             cg.kill_all(&rel, libc::SIGKILL)
                 .map_err(Error::os(id, "kill pod processes"))?;
-            let empty = cg
-                .pids(&rel)
-                .map_err(Error::os(id, "list pod processes"))?
-                .is_empty();
+            if !exited {
+                let _ = tokio::time::timeout(POLL * 5, exit.wait_for(|e| e.is_some())).await;
+            }
+            let empty = cgroup_empty()?;
             if empty && exit.borrow().is_some() {
                 return Ok(());
             }
@@ -530,11 +539,8 @@ impl Engine {
                     path: rel.clone(),
                 }));
             }
-            if empty {
-                // Only the exit record is missing: wait for the watcher.
-                let _ = tokio::time::timeout(POLL * 5, exit.wait_for(|e| e.is_some())).await;
-            } else {
-                tokio::time::sleep(POLL).await;
+            if !empty {
+                tokio::time::sleep(POLL / 2).await;
             }
         }
     }
