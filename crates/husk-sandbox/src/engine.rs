@@ -158,6 +158,13 @@ impl Engine {
         self.len() == 0
     }
 
+    fn was_shut_down(&self, id: &str) -> bool {
+        self.gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
     pub fn ids(&self) -> Vec<String> {
         let mut v: Vec<String> = self.slots().keys().cloned().collect();
         v.sort();
@@ -638,17 +645,15 @@ impl Engine {
     // ---- ShutdownSandbox -----------------------------------------------
 
     /// Stops the sandbox if needed and removes all it made. Returns how
-    /// many sandboxes this engine still holds.
+    /// many sandboxes this engine still holds. An unknown id is NotFound,
+    /// unless the engine holds nothing at all.
     pub async fn shutdown(&self, id: &str) -> Result<usize> {
         let sb = match self.get(id) {
             Ok(sb) => sb,
-            Err(Error::NotFound(_))
-                if self
-                    .gone
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(id) =>
-            {
+            // Already shut down (containerd retries), or never created
+            // (containerd shuts down after a failed Create): nothing is left
+            // to remove, so the shim may go.
+            Err(Error::NotFound(_)) if self.is_empty() || self.was_shut_down(id) => {
                 return Ok(self.len())
             }
             Err(e) => return Err(e),

@@ -182,6 +182,12 @@ async fn unknown_ids_are_not_found() {
     assert!(matches!(e.engine.ping("nope"), Err(Error::NotFound(_))));
     assert!(matches!(e.engine.platform("nope"), Err(Error::NotFound(_))));
     assert!(matches!(e.engine.metrics("nope"), Err(Error::NotFound(_))));
+    // A malformed id is bad input, not an unknown sandbox.
+    assert!(is_invalid(e.engine.status("", false)));
+    assert!(is_invalid(e.engine.stop("../x", Duration::ZERO).await));
+    // Shutdown of a shim that holds nothing succeeds: it follows a failed Create.
+    assert_eq!(e.engine.shutdown("nope").await.unwrap(), 0);
+    e.engine.create(e.req("other")).await.unwrap();
     assert!(matches!(
         e.engine.shutdown("nope").await,
         Err(Error::NotFound(_))

@@ -984,3 +984,125 @@ async fn cgroup_v2_driver_on_the_unified_hierarchy() {
     assert!(!dir.exists());
     p.assert_clean();
 }
+
+#[tokio::test]
+async fn rootfs_mounts_are_made_and_removed() {
+    if !root() {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("marker"), "hi").unwrap();
+    let mut p = Pod::new("rootfs");
+    p.launch().await;
+    let mut req = p.create_req(&p.pod_config(), None);
+    let mut m = containerd_shim_protos::types::mount::Mount::new();
+    m.type_ = "bind".into();
+    m.source = src.path().display().to_string();
+    m.options = vec!["rbind".into(), "ro".into()];
+    req.rootfs.push(m);
+    p.c().create_sandbox(ctx(), &req).await.unwrap();
+    let rootfs = p.bundle.path().join("rootfs");
+    assert_eq!(fs::read_to_string(rootfs.join("marker")).unwrap(), "hi");
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mi
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some(&rootfs.display().to_string()))
+        .unwrap();
+    assert!(
+        line.split_whitespace()
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "read-only: {line}"
+    );
+    assert!(fs::write(rootfs.join("x"), "no").is_err());
+    p.start().await;
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    assert!(!rootfs.exists());
+    assert_eq!(
+        fs::read_to_string(src.path().join("marker")).unwrap(),
+        "hi",
+        "source untouched"
+    );
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn a_bad_mount_fails_create_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("badmount");
+    p.launch().await;
+    let mut req = p.create_req(&p.pod_config(), None);
+    let mut m = containerd_shim_protos::types::mount::Mount::new();
+    m.type_ = "bind".into();
+    m.source = "/does/not/exist".into();
+    m.options = vec!["rbind".into()];
+    req.rootfs.push(m);
+    assert_eq!(
+        code(p.c().create_sandbox(ctx(), &req).await),
+        Code::INTERNAL
+    );
+    assert!(fs::read_dir(p.bundle.path())
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name() == "address"));
+    for d in p.cgroup_dirs() {
+        assert!(!d.join(&p.id).exists());
+    }
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn the_holder_reaps_orphans_in_the_pod() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("reap");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    // sh runs in the pod's PID namespace, backgrounds a short sleep and
+    // exits: the sleep is re-parented to the holder, which must reap it.
+    let ok = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-p",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.2 & exit 0",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let children = || -> Vec<(u32, char)> {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|c| {
+                let s = fs::read_to_string(format!("/proc/{c}/stat")).ok()?;
+                let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+                (rest.get(1)?.parse::<u32>().ok()? == pid)
+                    .then(|| (c, rest[0].chars().next().unwrap_or('?')))
+            })
+            .collect()
+    };
+    wait_until("the orphan to be adopted", || !children().is_empty());
+    wait_until("the orphan to be reaped", || children().is_empty());
+    assert_eq!(p.status().await.state, "SANDBOX_READY");
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}

@@ -88,10 +88,10 @@ pub fn ctx() -> Ctx {
     context::with_timeout(RPC_TIMEOUT.as_nanos() as i64)
 }
 
-/// Makes a ttrpc status readable: "NotFound: sandbox x not found".
+/// Makes a ttrpc status readable: "sandbox x not found (NOT_FOUND)".
 pub fn rpc_err(e: ttrpc::Error) -> anyhow::Error {
     match e {
-        ttrpc::Error::RpcStatus(s) => anyhow!("{:?}: {}", s.code(), s.message()),
+        ttrpc::Error::RpcStatus(s) => anyhow!("{} ({:?})", s.message(), s.code()),
         other => anyhow!("{other}"),
     }
 }
