@@ -40,7 +40,7 @@ check_cargo() {
 }
 
 need_root
-apt_install ca-certificates gcc libc6-dev pkg-config iproute2 util-linux procps
+apt_install ca-certificates gcc libc6-dev pkg-config iproute2 util-linux procps protobuf-compiler
 check_cargo
 
 # Builds release binaries of the shim and huskctl, statically linked: the

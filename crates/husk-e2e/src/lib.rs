@@ -1,0 +1,344 @@
+//! A small CRI client (kubelet's gRPC API) for husk's end-to-end tests and
+//! pod benchmarks, talking to the private containerd that
+//! `scripts/containerd-env.sh up` starts.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StopPodSandboxRequest,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// What `containerd-env.sh env` prints, read from the environment.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub cgroup_parent: String,
+    pub pidfile: PathBuf,
+}
+
+impl Env {
+    /// `None` when the private containerd is not configured: the caller
+    /// prints a loud SKIPPED line.
+    pub fn from_env() -> Option<Env> {
+        let socket = std::env::var_os("HUSK_E2E_CRI_SOCK")?;
+        Some(Env {
+            socket: socket.into(),
+            state: std::env::var_os("HUSK_E2E_STATE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/run/husk-e2e".into()),
+            cgroup_parent: std::env::var("HUSK_E2E_CGROUP_PARENT")
+                .unwrap_or_else(|_| "husk-e2e".into()),
+            pidfile: std::env::var_os("HUSK_E2E_PIDFILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/run/husk-e2e/containerd.pid".into()),
+        })
+    }
+
+    pub fn containerd_pid(&self) -> Result<u32> {
+        Ok(fs::read_to_string(&self.pidfile)?.trim().parse()?)
+    }
+}
+
+pub type Cri = RuntimeServiceClient<Channel>;
+
+pub async fn connect(socket: &Path) -> Result<Cri> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:0")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .with_context(|| format!("connecting to CRI at {}", socket.display()))?;
+    Ok(RuntimeServiceClient::new(channel))
+}
+
+/// A pod config as kubelet would send it, under the e2e cgroup parent.
+pub fn pod_config(env: &Env, name: &str, uid: &str, host_network: bool) -> PodSandboxConfig {
+    let mode = |host: bool| {
+        if host {
+            NamespaceMode::Node as i32
+        } else {
+            NamespaceMode::Pod as i32
+        }
+    };
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: String::new(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["e2e.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/{}/pod{uid}", env.cgroup_parent),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: mode(host_network),
+                    pid: NamespaceMode::Pod as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(cri: &mut Cri, config: PodSandboxConfig, handler: &str) -> Result<String> {
+    let r = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .map_err(|s| anyhow!("RunPodSandbox: {}: {}", s.code(), s.message()))?;
+    Ok(r.into_inner().pod_sandbox_id)
+}
+
+/// Status and the parsed verbose `info` JSON.
+pub async fn pod_status(
+    cri: &mut Cri,
+    id: &str,
+) -> Result<(k8s_cri::v1::PodSandboxStatus, serde_json::Value)> {
+    let r = cri
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .map_err(|s| anyhow!("PodSandboxStatus: {}: {}", s.code(), s.message()))?
+        .into_inner();
+    let info = r
+        .info
+        .get("info")
+        .map(|s| serde_json::from_str(s))
+        .transpose()?
+        .unwrap_or_else(|| serde_json::json!(r.info));
+    let status = r.status.ok_or_else(|| anyhow!("no status"))?;
+    Ok((status, info))
+}
+
+pub async fn stop_pod(cri: &mut Cri, id: &str) -> Result<()> {
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .map_err(|s| anyhow!("StopPodSandbox: {}: {}", s.code(), s.message()))?;
+    Ok(())
+}
+
+pub async fn remove_pod(cri: &mut Cri, id: &str) -> Result<()> {
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .map_err(|s| anyhow!("RemovePodSandbox: {}: {}", s.code(), s.message()))?;
+    Ok(())
+}
+
+/// Processes whose argv names `needle` (e.g. a sandbox id).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
+            if cmd.split(|b| *b == 0).any(|a| a == needle.as_bytes()) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The husk shim server for a pod: argv has `-id <id>` and `serve`.
+pub fn husk_shim_pid(id: &str) -> Option<u32> {
+    processes_mentioning(id).into_iter().find(|pid| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.split(|b| *b == 0).any(|a| a == b"serve"))
+            .unwrap_or(false)
+    })
+}
+
+pub fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Mount points whose path contains `needle`.
+pub fn mounts_mentioning(needle: &str) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.contains(needle))
+        .collect()
+}
+
+/// cgroup directories named `name` anywhere under the e2e parent.
+pub fn cgroup_dirs(env: &Env, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/sys/fs/cgroup") else {
+        return out;
+    };
+    for h in rd.flatten() {
+        let base = h.path().join(&env.cgroup_parent);
+        walk(&base, name, &mut out);
+    }
+    out
+}
+
+fn walk(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let p = e.path();
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(name))
+            {
+                out.push(p.clone());
+            }
+            walk(&p, name, out);
+        }
+    }
+}
+
+/// Waits for `f` to hold, up to `secs`.
+pub async fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        if t0.elapsed() > Duration::from_secs(secs) {
+            bail!("timed out after {secs} s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The husk pieces of a pod, read from its verbose status `info`.
+#[derive(Debug, Clone)]
+pub struct HuskPod {
+    pub id: String,
+    pub holder: u32,
+    pub netns: Option<PathBuf>,
+    pub bundle: PathBuf,
+    pub cgroup_paths: Vec<PathBuf>,
+}
+
+impl HuskPod {
+    pub fn from_info(id: &str, info: &serde_json::Value) -> Result<HuskPod> {
+        let s = |k: &str| info.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let ns_net = s("ns.net").ok_or_else(|| anyhow!("no ns.net in info {info}"))?;
+        let holder = ns_net
+            .trim_start_matches("/proc/")
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow!("bad ns.net {ns_net}"))?;
+        Ok(HuskPod {
+            id: id.to_string(),
+            holder,
+            netns: s("network").and_then(|n| n.strip_prefix("join:").map(PathBuf::from)),
+            bundle: s("bundle")
+                .map(PathBuf::from)
+                .ok_or_else(|| anyhow!("no bundle in info"))?,
+            cgroup_paths: s("cgroup_paths")
+                .map(|p| p.split(',').map(PathBuf::from).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Everything husk and containerd made for the pod is gone: the shim,
+    /// its socket and state, the holder, cgroups, mounts, netns, bundle.
+    pub async fn assert_gone(&self) -> Result<()> {
+        let id = self.id.clone();
+        eventually("the husk shim to exit", 10, || husk_shim_pid(&id).is_none()).await?;
+        let sock = husk_shim::paths::socket_path("k8s.io", &self.id);
+        eventually("the shim socket to go", 10, || !sock.exists()).await?;
+        let holder = self.holder;
+        eventually("the pod holder to die", 10, || !alive(holder)).await?;
+        let state = husk_shim::paths::state_root("k8s.io").join(&self.id);
+        if state.exists() {
+            bail!("husk state {} left", state.display());
+        }
+        for d in &self.cgroup_paths {
+            if d.exists() {
+                bail!("cgroup {} left", d.display());
+            }
+        }
+        let m = mounts_mentioning(&self.id);
+        if !m.is_empty() {
+            bail!("mounts left: {m:?}");
+        }
+        if let Some(n) = &self.netns {
+            if n.exists() {
+                bail!("netns {} left", n.display());
+            }
+        }
+        if self.bundle.exists() {
+            bail!("bundle {} left", self.bundle.display());
+        }
+        Ok(())
+    }
+}
+
+/// containerd's version as `containerd --version` prints it, as numbers.
+pub fn containerd_version(pid: u32) -> Option<(u32, u32, u32)> {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let out = std::process::Command::new(exe)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = text.split_whitespace().nth(2)?;
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
