@@ -10,11 +10,10 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
 
 use husk_e2e::*;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env() -> Option<Env> {
     let e = Env::from_env();
@@ -68,7 +67,7 @@ async fn husk_pod(env: &Env, cri: &mut Cri, name: &str, u: &str) -> (String, Hus
 #[tokio::test]
 async fn a_husk_pod_through_cri() {
     let Some(env) = env() else { return };
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let u = uid("life");
     let (id, pod) = husk_pod(&env, &mut cri, "lifecycle", &u).await;
@@ -134,7 +133,7 @@ async fn a_husk_pod_through_cri() {
 #[tokio::test]
 async fn host_network_through_cri_only_after_2_1_9() {
     let Some(env) = env() else { return };
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let version = containerd_version(env.containerd_pid().unwrap()).unwrap();
     if version <= (2, 1, 9) {
         // containerd <= 2.1.9 panics on hostNetwork shim sandboxes (nil spec in
@@ -165,7 +164,7 @@ async fn host_network_through_cri_only_after_2_1_9() {
 #[tokio::test]
 async fn a_failing_pod_fails_clearly_and_leaves_nothing() {
     let Some(env) = env() else { return };
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let states = husk_states();
     let before = holders();
@@ -217,7 +216,7 @@ async fn a_failing_pod_fails_clearly_and_leaves_nothing() {
 #[tokio::test]
 async fn twenty_in_a_row_and_ten_in_parallel() {
     let Some(env) = env() else { return };
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let before = holders();
     for i in 0..20 {
