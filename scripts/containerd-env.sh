@@ -85,10 +85,11 @@ unpack() {
 }
 
 write_config() {
+  # write_config FILE: containerd's config; the CNI conf goes next to it.
+  local out=$1 shim
   mkdir -p "$RUN" "$CROOT" "$CNI_CONF"
-  local shim
   shim=$(husk_shim)
-  cat >"$CFG" <<EOF
+  cat >"$out" <<EOF
 version = 3
 root = '$CROOT'
 state = '$RUN/state'
@@ -176,10 +177,19 @@ up() {
   unpack
   build_image
   [ -x "$(husk_shim)" ] || log "WARNING: husk shim $(husk_shim) is not built yet (scripts/setup.sh build_release)"
+  mkdir -p "$RUN"
+  write_config "$CFG.new"
+  if running && ! cmp -s "$CFG" "$CFG.new"; then
+    log "configuration changed: restarting containerd"
+    down
+    mkdir -p "$RUN"
+    write_config "$CFG.new"
+  fi
   if running; then
     log "containerd already running (pid $(cat "$PIDFILE"))"
+    rm -f "$CFG.new"
   else
-    write_config
+    mv "$CFG.new" "$CFG"
     rm -f "$SOCK"
     PATH="$PREFIX/usr/bin:$PATH" setsid "$PREFIX/usr/bin/containerd" --config "$CFG" \
       </dev/null >"$LOG" 2>&1 &

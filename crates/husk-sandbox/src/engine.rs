@@ -48,6 +48,7 @@ pub struct Status {
     pub created_at: SystemTime,
     pub exited_at: Option<SystemTime>,
     pub exit_status: Option<u32>,
+    pub bundle: PathBuf,
     /// Diagnostics, filled when asked for verbosely.
     pub info: BTreeMap<String, String>,
 }
@@ -623,8 +624,19 @@ impl Engine {
             created_at: to_time(rec.created_at),
             exited_at: rec.exited_at.map(to_time),
             exit_status: rec.exit_status,
+            bundle: rec.bundle,
             info,
         })
+    }
+
+    /// Every pid in the sandbox's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let sb = self.get(id)?;
+        let rel = sb.rec().cgroup.clone();
+        self.host
+            .cgroups
+            .pids(&rel)
+            .map_err(Error::os(id, "list pod processes"))
     }
 
     // ---- PingSandbox ---------------------------------------------------

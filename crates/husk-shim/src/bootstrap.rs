@@ -21,6 +21,9 @@ use husk_sandbox::{Phase, StateStore};
 use crate::convert;
 use crate::paths;
 
+/// The file in the bundle holding the server's pid.
+pub const SHIM_PID_FILE: &str = "shim.pid";
+
 /// The env var naming the listening socket's fd in the server process.
 pub const LISTEN_FD_ENV: &str = "HUSK_LISTEN_FD";
 const LISTEN_FD: i32 = 3;
@@ -309,6 +312,7 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
         teardown(&host, &rec)?;
         store.remove(&flags.id)?;
     }
+    kill_stale_server(flags);
     let sock = paths::socket_path(&flags.namespace, &flags.id);
     if !socket_alive(&sock) {
         match fs::remove_file(&sock) {
@@ -320,6 +324,56 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
     }
     resp.write_to_bytes()
         .map_err(|e| BootstrapError::Options(format!("encoding DeleteResponse: {e}")))
+}
+
+/// Ends the server for this id if it still runs: containerd calls `delete`
+/// when it considers the shim dead, and a server it can no longer reach
+/// must not linger. The pid comes from the bundle and is checked against
+/// the process's argv (`-id <id>` and `serve`) before it is signalled.
+fn kill_stale_server(flags: &Flags) {
+    let Ok(cwd) = std::env::current_dir() else {
+        return;
+    };
+    let Some(pid) = fs::read_to_string(cwd.join(SHIM_PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return;
+    };
+    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+    let ours = args
+        .windows(2)
+        .any(|w| w[0] == b"-id" && w[1] == flags.id.as_bytes())
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"-namespace" && w[1] == flags.namespace.as_bytes())
+        && args.iter().any(|a| *a == b"serve");
+    if ours && pid != std::process::id() as i32 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        // Wait (briefly) until it is gone, so its socket is no longer live.
+        for _ in 0..200 {
+            let zombie_or_gone = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true);
+            if zombie_or_gone {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let _ = fs::remove_file(cwd.join(SHIM_PID_FILE));
 }
 
 /// Writes bytes to stdout and flushes.

@@ -8,3 +8,4 @@ pub mod error;
 pub mod paths;
 pub mod serve;
 pub mod service;
+pub mod task;

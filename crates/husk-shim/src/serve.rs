@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use containerd_shim_protos::sandbox_async::create_sandbox;
+use containerd_shim_protos::shim_async::create_task;
 use husk_sandbox::engine::Host;
 use husk_sandbox::{Engine, StateStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use crate::bootstrap::{inherited_listener, BootstrapError, Flags};
 use crate::paths;
 use crate::service::{ExitGate, SandboxService};
+use crate::task::TaskService;
 
 /// How long the server keeps answering after the last sandbox is shut
 /// down, waiting for containerd to close its connections. Exiting at once
@@ -101,6 +103,12 @@ fn init_logging(debug: bool) {
 pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
     init_logging(flags.debug);
     let listener = inherited_listener()?;
+    // Like containerd's own shims: the bundle records the server's pid, so
+    // `delete` can end a server that containerd gave up on.
+    let _ = std::fs::write(
+        crate::bootstrap::SHIM_PID_FILE,
+        std::process::id().to_string(),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,6 +138,7 @@ async fn run(
     }
     let gate = ExitGate::default();
     let service = Arc::new(SandboxService::new(engine.clone(), gate.clone()));
+    let tasks = Arc::new(TaskService::new(engine.clone(), gate.clone()));
 
     let io_err = |op: &'static str| {
         move |e: std::io::Error| BootstrapError::Io {
@@ -154,7 +163,8 @@ async fn run(
     });
     let mut server = ttrpc::asynchronous::Server::new()
         .add_listener(ttrpc::asynchronous::transport::Listener::new(incoming))
-        .register_service(create_sandbox(service));
+        .register_service(create_sandbox(service))
+        .register_service(create_task(tasks));
     server.start().await.map_err(|e| BootstrapError::Io {
         op: "start ttrpc server",
         path: paths::socket_path(&flags.namespace, &flags.id),

@@ -36,6 +36,9 @@ pub trait SandboxApi: Send + Sync + 'static {
     /// Returns how many sandboxes remain.
     async fn shutdown(&self, id: &str) -> EResult<usize>;
     fn metrics(&self, id: &str) -> EResult<SandboxMetrics>;
+    fn pids(&self, id: &str) -> EResult<Vec<u32>>;
+    /// How many sandboxes this shim holds.
+    fn count(&self) -> usize;
 }
 
 #[async_trait]
@@ -67,6 +70,12 @@ impl SandboxApi for Engine {
     fn metrics(&self, id: &str) -> EResult<SandboxMetrics> {
         Engine::metrics(self, id)
     }
+    fn pids(&self, id: &str) -> EResult<Vec<u32>> {
+        Engine::pids(self, id)
+    }
+    fn count(&self) -> usize {
+        Engine::len(self)
+    }
 }
 
 /// Tells the server when the shim may exit: after a Shutdown left no
@@ -88,7 +97,7 @@ impl ExitGate {
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.tx.subscribe()
     }
-    fn open(&self) {
+    pub(crate) fn open(&self) {
         self.tx.send_replace(true);
     }
 }

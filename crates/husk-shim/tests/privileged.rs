@@ -731,7 +731,7 @@ async fn bad_input_fails_clearly_and_leaves_nothing() {
     assert!(fs::read_dir(p.bundle.path())
         .unwrap()
         .flatten()
-        .all(|e| e.file_name() == "address"));
+        .all(|e| e.file_name() == "address" || e.file_name() == "shim.pid"));
     assert!(mounts_under(p.bundle.path()).is_empty());
     for d in p.cgroup_dirs() {
         let children: Vec<_> = fs::read_dir(&d)
@@ -1050,7 +1050,7 @@ async fn a_bad_mount_fails_create_and_leaves_nothing() {
     assert!(fs::read_dir(p.bundle.path())
         .unwrap()
         .flatten()
-        .all(|e| e.file_name() == "address"));
+        .all(|e| e.file_name() == "address" || e.file_name() == "shim.pid"));
     for d in p.cgroup_dirs() {
         assert!(!d.join(&p.id).exists());
     }

@@ -1,0 +1,217 @@
+//! bench-pods: pods through containerd's CRI, side by side in one run, on
+//! handler `husk` (sandboxer = shim) and on the default `runc` handler
+//! (containerd's Go shim plus a pause container).
+//!
+//! usage: bench-pods [-n PODS] [--pss-pods K] [--json]
+//! Needs the private containerd (`scripts/containerd-env.sh up`) and its
+//! env; `scripts/bench-pods.sh` does both.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use husk_e2e::*;
+use serde_json::json;
+
+struct Args {
+    n: usize,
+    pss_pods: usize,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        n: 20,
+        pss_pods: 10,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "-n" => a.n = it.next().context("-n needs a number")?.parse()?,
+            "--pss-pods" => a.pss_pods = it.next().context("--pss-pods needs a number")?.parse()?,
+            "--json" => a.json = true,
+            other => bail!(
+                "unknown argument {other}; usage: bench-pods [-n PODS] [--pss-pods K] [--json]"
+            ),
+        }
+    }
+    if a.n == 0 || a.pss_pods == 0 {
+        bail!("-n and --pss-pods must be at least 1");
+    }
+    Ok(a)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+fn pss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Every process a pod costs: its shim (argv names the sandbox id), and
+/// the sandbox's processes (the husk holder, or the pause container and
+/// anything in its pid namespace), as found in the pod's cgroup.
+fn pod_processes(id: &str, sandbox_pid: u32) -> Vec<u32> {
+    let mut pids: Vec<u32> = processes_mentioning(id)
+        .into_iter()
+        .filter(|p| cmdline(*p).contains("containerd-shim"))
+        .collect();
+    if sandbox_pid != 0 && !pids.contains(&sandbox_pid) {
+        pids.push(sandbox_pid);
+    }
+    pids
+}
+
+fn sandbox_pid(handler: &str, id: &str, info: &serde_json::Value) -> u32 {
+    if handler == "husk" {
+        return HuskPod::from_info(id, info).map(|p| p.holder).unwrap_or(0);
+    }
+    info.get("pid").and_then(|v| v.as_u64()).unwrap_or(0) as u32
+}
+
+struct Side {
+    run: Vec<f64>,
+    stop_remove: Vec<f64>,
+    pss_per_pod: f64,
+}
+
+async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Side> {
+    let tag = std::process::id();
+    let mut run = Vec::new();
+    let mut stop_remove = Vec::new();
+    // A warm-up pod, not counted: first-use costs (image lookup, caches).
+    let cfg = pod_config(env, "warm", &format!("{tag}-{handler}-warm"), false);
+    let id = run_pod(cri, cfg, handler).await?;
+    stop_pod(cri, &id).await?;
+    remove_pod(cri, &id).await?;
+    for i in 0..a.n {
+        let cfg = pod_config(
+            env,
+            &format!("bench{i}"),
+            &format!("{tag}-{handler}-{i}"),
+            false,
+        );
+        let t0 = Instant::now();
+        let id = run_pod(cri, cfg, handler).await?;
+        run.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t0 = Instant::now();
+        stop_pod(cri, &id).await?;
+        remove_pod(cri, &id).await?;
+        stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    // Memory: K pods alive at once.
+    let mut alive = Vec::new();
+    for i in 0..a.pss_pods {
+        let cfg = pod_config(
+            env,
+            &format!("mem{i}"),
+            &format!("{tag}-{handler}-m{i}"),
+            false,
+        );
+        let id = run_pod(cri, cfg, handler).await?;
+        let (_, info) = pod_status(cri, &id).await?;
+        let sp = sandbox_pid(handler, &id, &info);
+        alive.push((id, sp));
+    }
+    let mut total = 0u64;
+    for (id, sp) in &alive {
+        total += pod_processes(id, *sp).into_iter().map(pss_kib).sum::<u64>();
+    }
+    for (id, _) in &alive {
+        stop_pod(cri, id).await?;
+        remove_pod(cri, id).await?;
+    }
+    Ok(Side {
+        run,
+        stop_remove,
+        pss_per_pod: total as f64 / alive.len() as f64,
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let a = parse_args()?;
+    let env = Env::from_env().context("no private containerd: run scripts/bench-pods.sh (or containerd-env.sh up and export its env)")?;
+    let mut cri = connect(&env.socket).await?;
+    let mut husk = measure(&env, &mut cri, "husk", &a)
+        .await
+        .context("husk pods")?;
+    let mut runc = measure(&env, &mut cri, "runc", &a)
+        .await
+        .context("runc pods")?;
+    let mut rows = BTreeMap::new();
+    let mut row = |name: &str, h: f64, g: f64, unit: &str| {
+        rows.insert(
+            name.to_string(),
+            json!({"husk": h, "go": g, "ratio": h / g, "unit": unit}),
+        );
+    };
+    row(
+        "RunPodSandbox p50",
+        pct(&mut husk.run, 50.0),
+        pct(&mut runc.run, 50.0),
+        "ms",
+    );
+    row(
+        "RunPodSandbox p99",
+        pct(&mut husk.run, 99.0),
+        pct(&mut runc.run, 99.0),
+        "ms",
+    );
+    row(
+        "Stop+Remove p50",
+        pct(&mut husk.stop_remove, 50.0),
+        pct(&mut runc.stop_remove, 50.0),
+        "ms",
+    );
+    row(
+        "Stop+Remove p99",
+        pct(&mut husk.stop_remove, 99.0),
+        pct(&mut runc.stop_remove, 99.0),
+        "ms",
+    );
+    row("PSS per pod", husk.pss_per_pod, runc.pss_per_pod, "KiB");
+    if a.json {
+        println!(
+            "{}",
+            json!({"pods": a.n, "pss_pods": a.pss_pods, "rows": rows})
+        );
+        return Ok(());
+    }
+    println!(
+        "bench-pods: {} pods per handler through containerd CRI (netns + CNI), {} alive for PSS",
+        a.n, a.pss_pods
+    );
+    println!(
+        "{:<20} {:>12} {:>16} {:>10}",
+        "", "husk", "runc (Go+pause)", "husk/Go"
+    );
+    for (name, v) in &rows {
+        let unit = v["unit"].as_str().unwrap_or("");
+        println!(
+            "{:<20} {:>9.2} {:<3}{:>12.2} {:<3}{:>9.3}",
+            name,
+            v["husk"].as_f64().unwrap_or(0.0),
+            unit,
+            v["go"].as_f64().unwrap_or(0.0),
+            unit,
+            v["ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
