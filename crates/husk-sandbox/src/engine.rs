@@ -448,7 +448,7 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            cgroup_procs: self.host.cgroups.procs_files(&rec.cgroup),
+            cgroup_join: self.host.cgroups.join_files(&rec.cgroup),
         }
     }
 

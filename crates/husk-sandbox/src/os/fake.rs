@@ -170,7 +170,7 @@ impl Cgroups for FakeOs {
         Ok(vec![rel.to_path_buf()])
     }
 
-    fn procs_files(&self, rel: &Path) -> Vec<PathBuf> {
+    fn join_files(&self, rel: &Path) -> Vec<PathBuf> {
         vec![rel.join("cgroup.procs")]
     }
 
@@ -236,7 +236,7 @@ impl Processes for FakeOs {
         self.check(&mut st, "spawn")?;
         st.holders.push(spec.clone());
         let pid = new_proc(&mut st, false);
-        if let Some(f) = spec.cgroup_procs.first() {
+        if let Some(f) = spec.cgroup_join.first() {
             let rel = f.parent().map(Path::to_path_buf).unwrap_or_default();
             st.cgroups.entry(rel).or_default().insert(pid);
         }

@@ -56,8 +56,8 @@ pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
         ),
         None => None,
     };
-    let mut cgroup_fds: Vec<OwnedFd> = Vec::with_capacity(spec.cgroup_procs.len());
-    for f in &spec.cgroup_procs {
+    let mut cgroup_fds: Vec<OwnedFd> = Vec::with_capacity(spec.cgroup_join.len());
+    for f in &spec.cgroup_join {
         let file = OpenOptions::new()
             .write(true)
             .open(f)

@@ -30,8 +30,9 @@ pub trait Cgroups: Send + Sync {
     /// Creates `rel` in every hierarchy; returns the directories it made,
     /// outermost first, so cleanup removes exactly those.
     fn create(&self, rel: &Path) -> Result<Vec<PathBuf>, OsError>;
-    /// The `cgroup.procs` files a process writes `0` into to join `rel`.
-    fn procs_files(&self, rel: &Path) -> Vec<PathBuf>;
+    /// The files a single-threaded process writes `0` into to move itself
+    /// into `rel` (`tasks` on v1, `cgroup.procs` on v2).
+    fn join_files(&self, rel: &Path) -> Vec<PathBuf>;
     /// Every pid in `rel`, across hierarchies, without duplicates.
     fn pids(&self, rel: &Path) -> Result<Vec<u32>, OsError>;
     /// Sends `signal` to every process in `rel`.
@@ -57,8 +58,9 @@ pub struct HolderSpec {
     pub hostname: Option<String>,
     /// `(name, value)` written under /proc/sys from inside the namespaces.
     pub sysctls: Vec<(String, String)>,
-    /// cgroup.procs files the holder joins before it runs anything.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files the holder writes `0` into, to join the pod cgroup before it
+    /// runs anything (see `Cgroups::join_files`).
+    pub cgroup_join: Vec<PathBuf>,
 }
 
 /// Starts, signals and watches the pod holder.

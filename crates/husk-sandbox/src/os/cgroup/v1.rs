@@ -139,17 +139,21 @@ impl Cgroups for CgroupV1 {
         Ok(made)
     }
 
-    fn procs_files(&self, rel: &Path) -> Vec<PathBuf> {
+    /// `tasks`, not `cgroup.procs`: a single thread writing `0` there moves
+    /// itself without taking the global threadgroup rwsem, whose write side
+    /// waits for an RCU grace period (17 ms here). The holder is a single
+    /// thread when it joins, so moving its thread moves the process.
+    fn join_files(&self, rel: &Path) -> Vec<PathBuf> {
         self.host_paths(rel)
             .into_iter()
-            .map(|d| d.join("cgroup.procs"))
+            .map(|d| d.join("tasks"))
             .collect()
     }
 
     fn pids(&self, rel: &Path) -> Result<Vec<u32>, OsError> {
         let mut out = Vec::new();
-        for f in self.procs_files(rel) {
-            read_pids(&f, &mut out)?;
+        for d in self.host_paths(rel) {
+            read_pids(&d.join("cgroup.procs"), &mut out)?;
         }
         Ok(out)
     }

@@ -100,7 +100,7 @@ impl Cgroups for CgroupV2 {
         Ok(made)
     }
 
-    fn procs_files(&self, rel: &Path) -> Vec<PathBuf> {
+    fn join_files(&self, rel: &Path) -> Vec<PathBuf> {
         vec![self.dir(rel).join("cgroup.procs")]
     }
 
