@@ -51,7 +51,7 @@ build_release() {
   local host var
   host=$(rustc -vV | sed -n 's/^host: //p')
   var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-  env "$var=-C target-feature=+crt-static" \
+  env "$var=-C target-feature=+crt-static -C relocation-model=static" \
     cargo build --release --quiet --target "$host" --bin containerd-shim-husk-v1 --bin huskctl
   HUSK_BIN="$PWD/target/$host/release"
   export HUSK_BIN

@@ -164,6 +164,17 @@ pub fn status_response(s: &Status) -> api::SandboxStatusResponse {
     r
 }
 
+/// Hands freed heap pages back to the kernel. A shim lives as long as its
+/// pod, and the memory that create/start touched once is otherwise kept
+/// resident for the pod's whole life: about 100 KiB per pod.
+fn release_free_heap() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free
+    // lists; it takes the allocator's locks and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn traced<T>(
     rpc: &'static str,
     id: &str,
@@ -217,6 +228,7 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
                 resp.created_at = MessageField::some(convert::timestamp(s.created_at));
                 resp
             });
+        release_free_heap();
         traced("StartSandbox", &req.sandbox_id, t0, r)
     }
 
