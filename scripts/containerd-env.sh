@@ -227,6 +227,16 @@ down() {
   fi
   rm -f "$PIDFILE"
   for pid in $(own_processes); do kill -KILL "$pid" 2>/dev/null || true; done
+  # husk sandboxes our containerd made (their bundles live under $RUN):
+  # `shim delete` kills their holders and removes their cgroups and state.
+  local st id shim
+  shim=$(husk_shim)
+  for st in /run/husk/state/k8s.io/*/state.json; do
+    [ -f "$st" ] || continue
+    grep -q "\"bundle\":\"$RUN/" "$st" || continue
+    id=$(basename "$(dirname "$st")")
+    [ -x "$shim" ] && "$shim" -namespace k8s.io -id "$id" delete >/dev/null 2>&1 || true
+  done
   # Mounts under our state and root: netns files, rootfs, shm.
   awk -v a="$RUN/" -v b="$CROOT/" '$5 ~ "^"a || $5 ~ "^"b {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
