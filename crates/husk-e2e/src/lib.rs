@@ -158,65 +158,13 @@ pub async fn remove_pod(cri: &mut Cri, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Processes whose argv names `needle` (e.g. a sandbox id).
-pub fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
-            if cmd.split(|b| *b == 0).any(|a| a == needle.as_bytes()) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
+pub use husk_sandbox::inspect::{
+    alive, cmdline, mounts_mentioning, processes_with_arg as processes_mentioning,
+};
 
-/// The husk shim server for a pod: argv has `-id <id>` and `serve`.
+/// The husk shim server for a pod.
 pub fn husk_shim_pid(id: &str) -> Option<u32> {
-    processes_mentioning(id).into_iter().find(|pid| {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| c.split(|b| *b == 0).any(|a| a == b"serve"))
-            .unwrap_or(false)
-    })
-}
-
-pub fn cmdline(pid: u32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            String::from_utf8_lossy(&c)
-                .replace('\0', " ")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-pub fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-/// Mount points whose path contains `needle`.
-pub fn mounts_mentioning(needle: &str) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.contains(needle))
-        .collect()
+    husk_sandbox::inspect::shim_server(id)
 }
 
 /// cgroup directories named `name` anywhere under the e2e parent.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod id;
+pub mod inspect;
 pub mod metrics;
 pub mod os;
 pub mod platform;

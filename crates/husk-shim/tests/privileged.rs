@@ -16,6 +16,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::sandbox_api as api;
 use containerd_shim_protos::sandbox_async::SandboxClient;
+use husk_sandbox::inspect::{alive, mounts_under};
 use husk_sandbox::{Dns, NsMode, PodConfig};
 use husk_shim::cri;
 use ttrpc::context;
@@ -49,28 +50,6 @@ fn ns_ino(path: impl AsRef<Path>) -> u64 {
     fs::metadata(path.as_ref())
         .map(|m| m.ino())
         .unwrap_or_else(|e| panic!("{}: {e}", path.as_ref().display()))
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let d = dir.display().to_string();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&d))
-        .collect()
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -305,23 +284,7 @@ impl Pod {
     }
 
     fn server_pid(&self) -> Option<u32> {
-        for e in fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            if args
-                .windows(2)
-                .any(|w| w[0] == b"-id" && w[1] == self.id.as_bytes())
-                && args.iter().any(|a| *a == b"serve")
-            {
-                return Some(pid);
-            }
-        }
-        None
+        husk_sandbox::inspect::shim_server(&self.id)
     }
 
     fn cgroup_dirs(&self) -> Vec<PathBuf> {

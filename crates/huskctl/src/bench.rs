@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use husk_sandbox::inspect::{pss_kib, shim_server};
 use husk_sandbox::PodConfig;
 use serde_json::json;
 
@@ -177,37 +178,6 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[idx.min(v.len() - 1)]
 }
 
-/// Pss in KiB from /proc/<pid>/smaps_rollup.
-pub fn pss_kib(pid: u32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("Pss:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// The pid of the shim server serving `id` (its argv names the id and `serve`).
-pub fn shim_server_pid(id: &str) -> Option<u32> {
-    for e in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let has_id = args
-            .windows(2)
-            .any(|w| w[0] == b"-id" && w[1] == id.as_bytes());
-        if has_id && args.iter().any(|a| *a == b"serve") {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("bench runs real sandboxes: run it as root");
@@ -285,7 +255,7 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
     let mut shim_pss = Vec::new();
     let mut holder_pss = Vec::new();
     for (_, pid, a) in &alive {
-        if let Some(p) = shim_server_pid(&a.id).and_then(pss_kib) {
+        if let Some(p) = shim_server(&a.id).and_then(pss_kib) {
             shim_pss.push(p as f64);
         }
         if let Some(p) = pss_kib(*pid) {

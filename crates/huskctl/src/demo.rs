@@ -2,11 +2,12 @@
 //! kernel says at each step, and a final check that nothing is left.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use husk_sandbox::inspect::{alive, mounts_under};
 use husk_sandbox::{Dns, NsMode, PodConfig};
 use husk_shim::paths;
 
@@ -30,28 +31,6 @@ fn hostname_in(pid: u32) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "(nsenter unavailable)".into())
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let d = dir.display().to_string();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&d))
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {

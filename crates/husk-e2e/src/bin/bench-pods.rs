@@ -7,7 +7,6 @@
 //! env; `scripts/bench-pods.sh` does both.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -47,20 +46,6 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let idx = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
     v[idx.min(v.len() - 1)]
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// Every process a pod costs: its shim (argv names the sandbox id), and
@@ -130,7 +115,10 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
     }
     let mut total = 0u64;
     for (id, sp) in &alive {
-        total += pod_processes(id, *sp).into_iter().map(pss_kib).sum::<u64>();
+        total += pod_processes(id, *sp)
+            .into_iter()
+            .map(|p| husk_sandbox::inspect::pss_kib(p).unwrap_or(0))
+            .sum::<u64>();
     }
     for (id, _) in &alive {
         stop_pod(cri, id).await?;
