@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod convert;
 pub mod cri;
 pub mod error;
+pub mod log;
 pub mod paths;
 pub mod serve;
 pub mod service;

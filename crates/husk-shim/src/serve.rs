@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -87,17 +87,12 @@ fn init_logging(debug: bool) {
         }
         Err(_) => Box::new(std::io::sink()),
     };
-    let sink = Mutex::new(sink);
     let level = if debug {
         tracing::Level::DEBUG
     } else {
         tracing::Level::INFO
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(sink)
-        .try_init();
+    let _ = tracing::subscriber::set_global_default(crate::log::LineLogger::new(level, sink));
 }
 
 pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
