@@ -43,7 +43,7 @@ need_root
 apt_install ca-certificates gcc libc6-dev pkg-config iproute2 util-linux procps protobuf-compiler
 check_cargo
 
-# Builds release binaries of the shim and huskctl, statically linked: the
+# Builds release binaries of the shim, husk-pause and huskctl, statically linked: the
 # shim is exec'd for `start`, `delete` and every pod holder, and a static
 # binary skips the dynamic loader each time (see docs/PERFORMANCE.md).
 # Sets HUSK_BIN to the directory holding them.
@@ -53,6 +53,9 @@ build_release() {
   var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
   env "$var=-C target-feature=+crt-static -C relocation-model=static" \
     cargo build --release --quiet --target "$host" --bin containerd-shim-husk-v1 --bin huskctl
+  # The pod holder's program: no_std, its own workspace (panic = abort).
+  env "$var=-C target-feature=+crt-static -C relocation-model=static" \
+    cargo build --release --quiet --manifest-path crates/husk-pause/Cargo.toml --target "$host" --target-dir "$PWD/target"
   HUSK_BIN="$PWD/target/$host/release"
   export HUSK_BIN
 }

@@ -95,6 +95,21 @@ fn init_logging(debug: bool) {
     let _ = tracing::subscriber::set_global_default(crate::log::LineLogger::new(level, sink));
 }
 
+/// The program pod holders run: `$HUSK_PAUSE`, else `husk-pause` next to
+/// the shim (a 1.3 KB static program: ~5 KiB PSS per pod), else the shim
+/// binary itself, which runs the same loop when called as `husk-pause`.
+pub fn pause_program(shim: std::path::PathBuf) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("HUSK_PAUSE").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let sibling = shim.with_file_name(husk_sandbox::os::pause::PAUSE_ARGV0);
+    if sibling.is_file() {
+        sibling
+    } else {
+        shim
+    }
+}
+
 pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
     init_logging(flags.debug);
     let listener = inherited_listener()?;
@@ -125,7 +140,7 @@ async fn run(
         source: e,
     })?;
     let engine = Arc::new(Engine::new(
-        Host::linux(exe)?,
+        Host::linux(pause_program(exe))?,
         StateStore::new(paths::state_root(&flags.namespace)),
     ));
     if engine.restore(&flags.id)? {

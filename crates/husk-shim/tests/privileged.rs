@@ -131,6 +131,7 @@ impl Pod {
     fn shim(&self) -> Command {
         let mut c = Command::new(SHIM);
         c.env("HUSK_RUN_ROOT", self.run_root.path());
+        c.env_remove("HUSK_PAUSE");
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -1068,4 +1069,76 @@ async fn the_holder_reaps_orphans_in_the_pod() {
     drop(p.client.take());
     p.delete();
     p.assert_clean();
+}
+
+/// Runs the pod's life with a given holder program and checks the kernel
+/// runs that program as the pod's PID 1, reaping and exiting 0 on SIGTERM.
+async fn holder_runs(p: &mut Pod, want_exe: &Path) {
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    assert_eq!(fs::read_link(format!("/proc/{pid}/exe")).unwrap(), want_exe);
+    assert_eq!(husk_sandbox::inspect::cmdline(pid), "husk-pause");
+    let ok = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-p",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.1 & exit 0",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    std::thread::sleep(Duration::from_millis(300));
+    let zombies = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|c| {
+            let s = fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+            let rest: Vec<&str> = s
+                .rsplit_once(')')
+                .map(|r| r.1.split_whitespace().collect())
+                .unwrap_or_default();
+            rest.get(1).and_then(|pp| pp.parse::<u32>().ok()) == Some(pid)
+                && rest.first() == Some(&"Z")
+        })
+        .count();
+    assert_eq!(zombies, 0, "the holder reaps orphans");
+    p.stop(5).await;
+    assert_eq!(p.wait().await.exit_status, 0, "exits 0 on SIGTERM");
+    p.shutdown().await;
+    drop(p.client.take());
+    p.delete();
+    p.assert_clean();
+}
+
+#[tokio::test]
+async fn the_tiny_pause_program_holds_the_pod() {
+    if !root() {
+        return;
+    }
+    let Some(pause) = std::env::var_os("HUSK_PAUSE_BIN").map(PathBuf::from) else {
+        eprintln!(
+            "\n*** SKIPPED: no tiny pause program (set HUSK_PAUSE_BIN; scripts/test.sh does) ***\n"
+        );
+        return;
+    };
+    let mut p = Pod::new("tinypause");
+    p.env
+        .push(("HUSK_PAUSE".into(), pause.display().to_string()));
+    holder_runs(&mut p, &pause).await;
+}
+
+#[tokio::test]
+async fn without_husk_pause_the_shim_binary_holds_the_pod() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("selfpause");
+    holder_runs(&mut p, &fs::canonicalize(SHIM).unwrap()).await;
 }
