@@ -100,6 +100,9 @@ state = '$RUN/state'
 [ttrpc]
   address = '$SOCK.ttrpc'
 
+[debug]
+  level = '${HUSK_E2E_LOG_LEVEL:-info}'
+
 [plugins]
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'overlayfs'
