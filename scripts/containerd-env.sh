@@ -2,6 +2,7 @@
 # A private containerd 2.1 for husk's end-to-end tests and pod benchmarks.
 #
 #   scripts/containerd-env.sh up     download (cached), configure, start; idempotent
+#   scripts/containerd-env.sh start  start containerd again on the same state (restart tests)
 #   scripts/containerd-env.sh down   stop what `up` started, by pid, and clean up
 #   scripts/containerd-env.sh env    print the variables tests read
 #
@@ -172,6 +173,23 @@ running() {
 
 ctr_() { "$PREFIX/usr/bin/ctr" --address "$SOCK" "$@"; }
 
+# Starts containerd on the existing config and state, keeping whatever
+# runs (husk pods survive a containerd restart; tests check that).
+start_containerd() {
+  if running; then return; fi
+  [ -f "$CFG" ] || { log "no config: run 'up' first"; exit 1; }
+  rm -f "$SOCK"
+  PATH="$PREFIX/usr/bin:$PATH" setsid "$PREFIX/usr/bin/containerd" --config "$CFG" \
+    </dev/null >>"$LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 1 200); do
+    ctr_ version >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  ctr_ version >/dev/null || { log "containerd did not come up; see $LOG"; tail -20 "$LOG" >&2; exit 1; }
+  log "containerd $("$PREFIX/usr/bin/containerd" --version | awk '{print $3}') up (pid $(cat "$PIDFILE")), socket $SOCK"
+}
+
 up() {
   [ "$(id -u)" -eq 0 ] || { log "run as root"; exit 1; }
   install_system
@@ -180,6 +198,11 @@ up() {
   unpack
   build_image
   [ -x "$(husk_shim)" ] || log "WARNING: husk shim $(husk_shim) is not built yet (scripts/setup.sh build_release)"
+  if ! running; then
+    # Whatever a killed earlier run left (its pods, mounts, bridge, state)
+    # goes first, so every start is a clean one.
+    down
+  fi
   mkdir -p "$RUN"
   write_config "$CFG.new"
   if running && ! cmp -s "$CFG" "$CFG.new"; then
@@ -193,16 +216,7 @@ up() {
     rm -f "$CFG.new"
   else
     mv "$CFG.new" "$CFG"
-    rm -f "$SOCK"
-    PATH="$PREFIX/usr/bin:$PATH" setsid "$PREFIX/usr/bin/containerd" --config "$CFG" \
-      </dev/null >"$LOG" 2>&1 &
-    echo $! >"$PIDFILE"
-    for _ in $(seq 1 200); do
-      ctr_ version >/dev/null 2>&1 && break
-      sleep 0.05
-    done
-    ctr_ version >/dev/null || { log "containerd did not come up; see $LOG"; tail -20 "$LOG" >&2; exit 1; }
-    log "containerd $("$PREFIX/usr/bin/containerd" --version | awk '{print $3}') up (pid $(cat "$PIDFILE")), socket $SOCK"
+    start_containerd
   fi
   if ! ctr_ -n k8s.io images ls -q | grep -qx "$IMAGE_NAME"; then
     ctr_ -n k8s.io images import "$IMAGE_TAR" >/dev/null
@@ -249,10 +263,14 @@ down() {
     [ -d "$h$CGROUP_PARENT" ] && find "$h$CGROUP_PARENT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
   rm -rf "$RUN"
+  # containerd's root holds the CRI sandbox metadata of this run: drop it
+  # (the image is re-imported from the cached tar at the next `up`).
+  rm -rf "$CROOT"
 }
 
 case "${1:-}" in
   up) up ;;
+  start) start_containerd ;;
   down) down ;;
   env)
     echo "HUSK_E2E_CRI_SOCK=$SOCK"
@@ -262,5 +280,5 @@ case "${1:-}" in
     echo "HUSK_E2E_CGROUP_PARENT=$CGROUP_PARENT"
     echo "HUSK_E2E_PIDFILE=$PIDFILE"
     ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|start|down|env" >&2; exit 2 ;;
 esac

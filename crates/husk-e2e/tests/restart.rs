@@ -65,7 +65,7 @@ async fn husk_pods_survive_a_containerd_restart() {
     );
     let ok = Command::new("bash")
         .arg(script)
-        .arg("up")
+        .arg("start")
         .status()
         .unwrap()
         .success();
