@@ -49,6 +49,20 @@ impl Env {
     }
 }
 
+/// The environment for a test, or `None` after a loud SKIPPED line.
+pub fn test_env() -> Option<Env> {
+    let e = Env::from_env();
+    if e.is_none() {
+        eprintln!("\n*** SKIPPED: no private containerd (run scripts/containerd-env.sh up and export its env) ***\n");
+    }
+    e
+}
+
+/// A pod uid unique to this test process.
+pub fn uid(tag: &str) -> String {
+    format!("{}-{tag}", std::process::id())
+}
+
 pub type Cri = RuntimeServiceClient<Channel>;
 
 pub async fn connect(socket: &Path) -> Result<Cri> {

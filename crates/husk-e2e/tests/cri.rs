@@ -15,18 +15,6 @@ use husk_e2e::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn env() -> Option<Env> {
-    let e = Env::from_env();
-    if e.is_none() {
-        eprintln!("\n*** SKIPPED: no private containerd (run scripts/containerd-env.sh up and export its env) ***\n");
-    }
-    e
-}
-
-fn uid(tag: &str) -> String {
-    format!("{}-{tag}", std::process::id())
-}
-
 fn ino(p: impl AsRef<std::path::Path>) -> u64 {
     fs::metadata(p.as_ref()).unwrap().ino()
 }
@@ -66,7 +54,7 @@ async fn husk_pod(env: &Env, cri: &mut Cri, name: &str, u: &str) -> (String, Hus
 
 #[tokio::test]
 async fn a_husk_pod_through_cri() {
-    let Some(env) = env() else { return };
+    let Some(env) = test_env() else { return };
     let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let u = uid("life");
@@ -132,7 +120,7 @@ async fn a_husk_pod_through_cri() {
 
 #[tokio::test]
 async fn host_network_through_cri_only_after_2_1_9() {
-    let Some(env) = env() else { return };
+    let Some(env) = test_env() else { return };
     let _g = SERIAL.lock().await;
     let version = containerd_version(env.containerd_pid().unwrap()).unwrap();
     if version <= (2, 1, 9) {
@@ -163,7 +151,7 @@ async fn host_network_through_cri_only_after_2_1_9() {
 
 #[tokio::test]
 async fn a_failing_pod_fails_clearly_and_leaves_nothing() {
-    let Some(env) = env() else { return };
+    let Some(env) = test_env() else { return };
     let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let states = husk_states();
@@ -210,7 +198,7 @@ async fn a_failing_pod_fails_clearly_and_leaves_nothing() {
 
 #[tokio::test]
 async fn twenty_in_a_row_and_ten_in_parallel() {
-    let Some(env) = env() else { return };
+    let Some(env) = test_env() else { return };
     let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let before = holders();

@@ -13,18 +13,6 @@ use k8s_cri::v1::PodSandboxState;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn env() -> Option<Env> {
-    let e = Env::from_env();
-    if e.is_none() {
-        eprintln!("\n*** SKIPPED: no private containerd (run scripts/containerd-env.sh up and export its env) ***\n");
-    }
-    e
-}
-
-fn uid(tag: &str) -> String {
-    format!("{}-{tag}", std::process::id())
-}
-
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
@@ -40,7 +28,7 @@ async fn husk_pod(env: &Env, cri: &mut Cri, name: &str) -> (String, HuskPod) {
 
 #[tokio::test]
 async fn husk_pods_survive_a_containerd_restart() {
-    let Some(env) = env() else { return };
+    let Some(env) = test_env() else { return };
     let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let mut pods = Vec::new();
@@ -91,7 +79,7 @@ async fn husk_pods_survive_a_containerd_restart() {
 
 #[tokio::test]
 async fn a_killed_husk_shim_is_noticed_and_cleaned_up() {
-    let Some(env) = env() else { return };
+    let Some(env) = test_env() else { return };
     let _g = SERIAL.lock().await;
     let mut cri = connect(&env.socket).await.unwrap();
     let (id, pod) = husk_pod(&env, &mut cri, "shimkill").await;

@@ -259,6 +259,28 @@ impl Pod {
         self.c().shutdown_sandbox(ctx(), &r).await.unwrap();
     }
 
+    /// What containerd does at RemovePodSandbox: ShutdownSandbox, hang
+    /// up, `shim delete`; then check that nothing is left.
+    async fn remove_and_check(&mut self) {
+        self.shutdown().await;
+        drop(self.client.take());
+        self.delete();
+        self.assert_clean();
+    }
+
+    /// Kills the shim server with SIGKILL, as a crash would.
+    fn kill_server(&mut self) -> u32 {
+        let server = self.server_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until("the shim to die", || !alive(server));
+        drop(self.client.take());
+        server
+    }
+
     fn delete(&self) -> DeleteResponse {
         let out = self
             .shim()
@@ -531,10 +553,7 @@ async fn stop_kills_a_process_that_ignores_sigterm() {
     );
     assert!(!alive(pid));
     assert_eq!(p.wait().await.exit_status, 0);
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -574,10 +593,7 @@ async fn wait_reports_a_sigkill_from_outside() {
     // Wait after the fact answers at once.
     assert_eq!(p.wait().await.exit_status, 137);
     p.stop(0).await;
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -615,10 +631,7 @@ async fn host_network_shares_the_hosts_net_and_uts() {
         fs::read_to_string("/etc/hosts").unwrap()
     );
     p.stop(0).await;
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -634,10 +647,7 @@ async fn empty_netns_path_means_a_fresh_network_namespace() {
         ns_ino(format!("/proc/{pid}/ns/net")),
         ns_ino("/proc/self/ns/net")
     );
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -712,10 +722,7 @@ async fn bad_input_fails_clearly_and_leaves_nothing() {
     p.create(&pod, None).await.unwrap();
     p.start().await;
     assert_eq!(p.status().await.state, "SANDBOX_READY");
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -755,10 +762,7 @@ async fn parallel_sandboxes_in_separate_shims() {
         assert_eq!(p.status().await.state, "SANDBOX_READY");
     }
     for p in pods.iter_mut() {
-        p.shutdown().await;
-        drop(p.client.take());
-        p.delete();
-        p.assert_clean();
+        p.remove_and_check().await;
     }
 }
 
@@ -771,15 +775,8 @@ async fn delete_cleans_up_after_a_dead_shim() {
     p.launch().await;
     p.create(&p.pod_config(), None).await.unwrap();
     let pid = p.start().await;
-    let server = p.server_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until("the shim to die", || !alive(server));
+    p.kill_server();
     assert!(alive(pid), "the pod outlives its shim");
-    drop(p.client.take());
     let d = p.delete();
     assert_eq!(d.pid, pid);
     assert_eq!(d.exit_status, 137);
@@ -802,24 +799,14 @@ async fn wait_answers_across_a_shim_restart() {
     p.start().await;
     p.stop(0).await;
     let before = p.wait().await;
-    let server = p.server_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until("the shim to die", || !alive(server));
-    drop(p.client.take());
+    p.kill_server();
     // A new shim for the same id picks the persisted state up.
     p.launch().await;
     let after = p.wait().await;
     assert_eq!(after.exit_status, before.exit_status);
     assert_eq!(after.exited_at, before.exited_at);
     assert_eq!(p.status().await.state, "SANDBOX_NOTREADY");
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -831,14 +818,7 @@ async fn a_running_pod_is_adopted_by_a_restarted_shim() {
     p.launch().await;
     p.create(&p.pod_config(), None).await.unwrap();
     let pid = p.start().await;
-    let server = p.server_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until("the shim to die", || !alive(server));
-    drop(p.client.take());
+    p.kill_server();
     p.launch().await;
     let st = p.status().await;
     assert_eq!(st.state, "SANDBOX_READY");
@@ -846,10 +826,7 @@ async fn a_running_pod_is_adopted_by_a_restarted_shim() {
     p.stop(0).await;
     assert!(!alive(pid));
     p.wait().await;
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -1018,10 +995,7 @@ async fn a_bad_mount_fails_create_and_leaves_nothing() {
     for d in p.cgroup_dirs() {
         assert!(!d.join(&p.id).exists());
     }
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
@@ -1065,10 +1039,7 @@ async fn the_holder_reaps_orphans_in_the_pod() {
     wait_until("the orphan to be adopted", || !children().is_empty());
     wait_until("the orphan to be reaped", || children().is_empty());
     assert_eq!(p.status().await.state, "SANDBOX_READY");
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 /// Runs the pod's life with a given holder program and checks the kernel
@@ -1111,10 +1082,7 @@ async fn holder_runs(p: &mut Pod, want_exe: &Path) {
     assert_eq!(zombies, 0, "the holder reaps orphans");
     p.stop(5).await;
     assert_eq!(p.wait().await.exit_status, 0, "exits 0 on SIGTERM");
-    p.shutdown().await;
-    drop(p.client.take());
-    p.delete();
-    p.assert_clean();
+    p.remove_and_check().await;
 }
 
 #[tokio::test]
