@@ -328,52 +328,38 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
 
 /// Ends the server for this id if it still runs: containerd calls `delete`
 /// when it considers the shim dead, and a server it can no longer reach
-/// must not linger. The pid comes from the bundle and is checked against
-/// the process's argv (`-id <id>` and `serve`) before it is signalled.
+/// must not linger. The pid comes from the bundle's `shim.pid`, or, when
+/// `delete` races a server that has not written it yet, from a scan of
+/// /proc; either way the argv (`-namespace`, `-id`, `serve`) is checked
+/// before the process is signalled.
 fn kill_stale_server(flags: &Flags) {
-    let Ok(cwd) = std::env::current_dir() else {
-        return;
-    };
-    let Some(pid) = fs::read_to_string(cwd.join(SHIM_PID_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
-        return;
-    };
-    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-    let ours = args
-        .windows(2)
-        .any(|w| w[0] == b"-id" && w[1] == flags.id.as_bytes())
-        && args
-            .windows(2)
-            .any(|w| w[0] == b"-namespace" && w[1] == flags.namespace.as_bytes())
-        && args.iter().any(|a| *a == b"serve");
-    if ours && pid != std::process::id() as i32 {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    use husk_sandbox::inspect;
+    let (ns, id) = (flags.namespace.as_str(), flags.id.as_str());
+    let pidfile = std::env::current_dir().map(|d| d.join(SHIM_PID_FILE)).ok();
+    let recorded = pidfile
+        .as_ref()
+        .and_then(|f| fs::read_to_string(f).ok())
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|p| inspect::is_shim_server(*p, Some(ns), id));
+    let server = recorded.or_else(|| inspect::shim_server_in(ns, id));
+    if let Some(pid) = server.filter(|p| *p != std::process::id()) {
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         // Wait (briefly) until it is gone, so its socket is no longer live.
         for _ in 0..200 {
-            let zombie_or_gone = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(true);
-            if zombie_or_gone {
+            if !inspect::alive(pid) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
-    let _ = fs::remove_file(cwd.join(SHIM_PID_FILE));
+    if let Some(f) = pidfile {
+        let _ = fs::remove_file(f);
+    }
 }
 
 /// Writes bytes to stdout and flushes.

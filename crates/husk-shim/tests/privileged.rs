@@ -1110,3 +1110,20 @@ async fn without_husk_pause_the_shim_binary_holds_the_pod() {
     let mut p = Pod::new("selfpause");
     holder_runs(&mut p, &fs::canonicalize(SHIM).unwrap()).await;
 }
+
+#[tokio::test]
+async fn delete_right_after_start_leaves_no_server() {
+    if !root() {
+        return;
+    }
+    // containerd runs delete at once when a start-then-create fails; the
+    // server may not have written shim.pid yet.
+    for i in 0..5 {
+        let p = Pod::new(&format!("race{i}"));
+        let out = p.start_argv(b"");
+        assert!(out.status.success());
+        p.delete();
+        assert!(p.server_pid().is_none(), "server left after delete");
+        assert!(!p.socket().exists());
+    }
+}
