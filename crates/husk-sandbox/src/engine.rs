@@ -449,6 +449,7 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             cgroup_join: self.host.cgroups.join_files(&rec.cgroup),
+            clone_into: self.host.cgroups.birth_cgroup(&rec.cgroup),
         }
     }
 

@@ -336,12 +336,16 @@ fn kill_stale_server(flags: &Flags) {
     use husk_sandbox::inspect;
     let (ns, id) = (flags.namespace.as_str(), flags.id.as_str());
     let pidfile = std::env::current_dir().map(|d| d.join(SHIM_PID_FILE)).ok();
-    let recorded = pidfile
-        .as_ref()
-        .and_then(|f| fs::read_to_string(f).ok())
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|p| inspect::is_shim_server(*p, Some(ns), id));
-    let server = recorded.or_else(|| inspect::shim_server_in(ns, id));
+    let recorded = pidfile.as_ref().and_then(|f| fs::read_to_string(f).ok());
+    let server = match recorded {
+        Some(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| inspect::is_shim_server(*p, Some(ns), id)),
+        // No pid file: the server may not have written it yet.
+        None => inspect::shim_server_in(ns, id),
+    };
     if let Some(pid) = server.filter(|p| *p != std::process::id()) {
         if let Ok(raw) = i32::try_from(pid) {
             let _ = nix::sys::signal::kill(

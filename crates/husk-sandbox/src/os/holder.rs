@@ -46,6 +46,147 @@ pub fn sysctl_path(name: &str) -> String {
     }
 }
 
+/// What the child needs between clone and exec, prepared by the parent:
+/// raw fds and NUL-terminated buffers only.
+struct ChildCtx {
+    netns: Option<i32>,
+    cgroup_join: Vec<i32>,
+    hostname: Option<Vec<u8>>,
+    sysctls: Vec<(CString, Vec<u8>)>,
+    null: i32,
+    err: i32,
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+/// Reports (step, errno) to the parent and exits.
+///
+/// # Safety
+/// Only for the cloned child: it calls `_exit`.
+unsafe fn child_fail(err: i32, step: u8) -> ! {
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut msg = [0u8; 5];
+    msg[0] = step;
+    msg[1..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: writes 5 bytes from a live stack buffer to an open fd, then
+    // exits without running any of the parent's destructors.
+    unsafe {
+        libc::write(err, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+/// The child's side, from clone to exec.
+///
+/// # Safety
+/// Only for a freshly cloned child of this process (no CLONE_VM). It makes
+/// only raw, async-signal-safe syscalls on data the parent prepared and
+/// keeps alive until clone returns; it never returns.
+unsafe fn child_main(c: &ChildCtx, join_cgroup: bool) -> ! {
+    // SAFETY: see the function's contract.
+    unsafe {
+        if let Some(fd) = c.netns {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                child_fail(c.err, 1);
+            }
+        }
+        if join_cgroup {
+            for &fd in &c.cgroup_join {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    child_fail(c.err, 2);
+                }
+            }
+        }
+        if let Some(h) = &c.hostname {
+            if libc::sethostname(h.as_ptr().cast(), h.len()) != 0 {
+                child_fail(c.err, 3);
+            }
+        }
+        for (path, value) in &c.sysctls {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                child_fail(c.err, 4);
+            }
+            let n = libc::write(fd, value.as_ptr().cast(), value.len());
+            libc::close(fd);
+            if n < 0 || n as usize != value.len() {
+                child_fail(c.err, 4);
+            }
+        }
+        for target in 0..3 {
+            if libc::dup2(c.null, target) < 0 {
+                child_fail(c.err, 5);
+            }
+        }
+        if libc::setsid() < 0 {
+            child_fail(c.err, 6);
+        }
+        libc::execve(c.exe, c.argv, c.envp);
+        child_fail(c.err, 7)
+    }
+}
+
+/// `struct clone_args` of clone3(2), up to the `cgroup` field.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3 with CLONE_INTO_CGROUP: the child starts life in the cgroup, so
+/// no attach (and no wait on the threadgroup rwsem) happens. Fork-like: no
+/// new stack, the child continues on its own copy of this one. Returns
+/// `None` when the kernel lacks clone3 or CLONE_INTO_CGROUP.
+fn clone_into_cgroup(
+    ctx: &ChildCtx,
+    flags: CloneFlags,
+    cgroup_fd: i32,
+) -> Result<Option<Pid>, OsError> {
+    let args = CloneArgs {
+        flags: u64::from(flags.bits() as u32) | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_fd as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 gets a valid, fully initialised clone_args of the size
+    // passed. Without CLONE_VM or a stack, the child is a copy of this
+    // process that returns 0 here and goes straight into `child_main`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == 0 {
+        // SAFETY: this is the freshly cloned child.
+        unsafe { child_main(ctx, false) }
+    }
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::E2BIG) | Some(libc::EINVAL) => Ok(None),
+            _ => Err(OsError::sys("clone3", e)),
+        };
+    }
+    let raw = i32::try_from(ret)
+        .map_err(|_| OsError::sys("clone3", io::Error::other("pid out of range")))?;
+    Ok(Some(Pid::from_raw(raw)))
+}
+
 /// Starts the holder and returns its host pid.
 pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
     let netns: Option<OwnedFd> = match &spec.join_netns {
@@ -103,76 +244,39 @@ pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
 
-    let netns_raw = netns.as_ref().map(|f| f.as_raw_fd());
-    let cg_raw: Vec<i32> = cgroup_fds.iter().map(|f| f.as_raw_fd()).collect();
-    let null_raw = devnull.as_raw_fd();
-    let wr_raw = err_wr.as_raw_fd();
-    let exe_ptr = exe_c.as_ptr();
-    let argv_ptr = argv.as_ptr();
-    let envp_ptr = envp.as_ptr();
+    let ctx = ChildCtx {
+        netns: netns.as_ref().map(|f| f.as_raw_fd()),
+        cgroup_join: cgroup_fds.iter().map(|f| f.as_raw_fd()).collect(),
+        hostname,
+        sysctls,
+        null: devnull.as_raw_fd(),
+        err: err_wr.as_raw_fd(),
+        exe: exe_c.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
 
-    let child = Box::new(move || -> isize {
-        let fail = |step: u8| -> isize {
-            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            let mut msg = [0u8; 5];
-            msg[0] = step;
-            msg[1..].copy_from_slice(&errno.to_ne_bytes());
-            // SAFETY: writes 5 bytes from a live stack buffer to an open fd,
-            // then exits without running any of the parent's destructors.
-            unsafe {
-                libc::write(wr_raw, msg.as_ptr().cast(), msg.len());
-                libc::_exit(127)
-            }
-        };
-        // SAFETY: every call below is a raw, async-signal-safe syscall on
-        // fds and NUL-terminated buffers the parent prepared and keeps
-        // alive until clone returns; the child has its own copy of them.
-        unsafe {
-            if let Some(fd) = netns_raw {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return fail(1);
-                }
-            }
-            for &fd in &cg_raw {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return fail(2);
-                }
-            }
-            if let Some(h) = &hostname {
-                if libc::sethostname(h.as_ptr().cast(), h.len()) != 0 {
-                    return fail(3);
-                }
-            }
-            for (path, value) in &sysctls {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return fail(4);
-                }
-                let n = libc::write(fd, value.as_ptr().cast(), value.len());
-                libc::close(fd);
-                if n < 0 || n as usize != value.len() {
-                    return fail(4);
-                }
-            }
-            for target in 0..3 {
-                if libc::dup2(null_raw, target) < 0 {
-                    return fail(5);
-                }
-            }
-            if libc::setsid() < 0 {
-                return fail(6);
-            }
-            libc::execve(exe_ptr, argv_ptr, envp_ptr);
+    // cgroup v2: create the holder inside the pod cgroup (no attach at all).
+    let mut pid = None;
+    if let Some(dir) = &spec.clone_into {
+        let cg = File::open(dir).map_err(|e| OsError::path("open cgroup", dir, e))?;
+        pid = clone_into_cgroup(&ctx, flags, cg.as_raw_fd())?;
+    }
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let mut stack = vec![0u8; 64 * 1024];
+            let child = Box::new(|| -> isize {
+                // SAFETY: runs in the cloned child; see `child_main`.
+                unsafe { child_main(&ctx, true) }
+            });
+            // SAFETY: the child does not share memory with the parent (no
+            // CLONE_VM), runs only `child_main` on its own stack copy, and
+            // ends in execve or _exit, never returning into the parent's frames.
+            unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+                .map_err(|e| OsError::sys("clone", e))?
         }
-        fail(7)
-    });
-
-    let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: the child does not share memory with the parent (no
-    // CLONE_VM), runs only the closure above on its own stack copy, and
-    // ends in execve or _exit, never returning into the parent's frames.
-    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| OsError::sys("clone", e))?;
+    };
     drop(err_wr);
     drop(netns);
     drop(cgroup_fds);

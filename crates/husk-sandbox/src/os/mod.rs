@@ -43,6 +43,11 @@ pub trait Cgroups: Send + Sync {
     fn stats(&self, rel: &Path) -> Result<CgroupStats, OsError>;
     /// Host paths of `rel`, for diagnostics.
     fn host_paths(&self, rel: &Path) -> Vec<PathBuf>;
+    /// A cgroup v2 directory the holder can be created in directly
+    /// (clone3 with CLONE_INTO_CGROUP); `None` on v1.
+    fn birth_cgroup(&self, _rel: &Path) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// What the pod holder is started with.
@@ -61,6 +66,9 @@ pub struct HolderSpec {
     /// Files the holder writes `0` into, to join the pod cgroup before it
     /// runs anything (see `Cgroups::join_files`).
     pub cgroup_join: Vec<PathBuf>,
+    /// A v2 cgroup to create the holder in; `cgroup_join` is then only the
+    /// fallback for kernels without CLONE_INTO_CGROUP.
+    pub clone_into: Option<PathBuf>,
 }
 
 /// Starts, signals and watches the pod holder.

@@ -129,6 +129,10 @@ impl Cgroups for CgroupV2 {
     fn host_paths(&self, rel: &Path) -> Vec<PathBuf> {
         vec![self.dir(rel)]
     }
+
+    fn birth_cgroup(&self, rel: &Path) -> Option<PathBuf> {
+        Some(self.dir(rel))
+    }
 }
 
 #[cfg(test)]
