@@ -1127,3 +1127,46 @@ async fn delete_right_after_start_leaves_no_server() {
         assert!(!p.socket().exists());
     }
 }
+
+#[tokio::test]
+async fn start_takes_bootstrap_params_from_containerd_2_3() {
+    if !root() {
+        return;
+    }
+    use containerd_shim_protos::bootstrap_api::{BootstrapParams, Extension};
+    let mut p = Pod::new("bootparams");
+    let mut params = BootstrapParams::new();
+    params.instance_id = p.id.clone();
+    params.namespace = p.ns.clone();
+    params.containerd_version = "2.3.0".into();
+    let mut ext = Extension::new();
+    let mut any = Any::new();
+    any.type_url = "containerd.io/cri.v1.PodSandboxConfig".into();
+    ext.value = MessageField::some(any);
+    params.extensions.push(ext);
+    let out = p.start_argv(&params.write_to_bytes().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = ttrpc::asynchronous::Client::connect(reply["address"].as_str().unwrap())
+        .await
+        .unwrap();
+    p.client = Some(SandboxClient::new(c));
+    p.create(&p.pod_config(), None).await.unwrap();
+    p.start().await;
+    assert_eq!(p.status().await.state, "SANDBOX_READY");
+    p.remove_and_check().await;
+
+    // BootstrapParams for another namespace than -namespace is refused.
+    let q = Pod::new("bootparams-ns");
+    let mut params = BootstrapParams::new();
+    params.instance_id = q.id.clone();
+    params.namespace = "elsewhere".into();
+    let out = q.start_argv(&params.write_to_bytes().unwrap());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("namespace"));
+    assert!(q.server_pid().is_none());
+}
