@@ -110,6 +110,36 @@ pub fn pause_program(shim: std::path::PathBuf) -> std::path::PathBuf {
     }
 }
 
+/// How long a shim that holds no sandbox and has no client waits before it
+/// exits (containerd died between `start` and CreateSandbox, say).
+/// `HUSK_IDLE_EXIT_SECS` overrides it (tests).
+fn idle_limit() -> Duration {
+    let secs = std::env::var("HUSK_IDLE_EXIT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+/// Resolves once the shim has held no sandbox and had no connection for
+/// the idle limit without a break.
+async fn idle(engine: Arc<Engine>, live: Arc<watch::Sender<usize>>) {
+    let limit = idle_limit();
+    let step = (limit / 4).max(Duration::from_millis(100));
+    let mut idle_for = Duration::ZERO;
+    loop {
+        tokio::time::sleep(step).await;
+        if engine.is_empty() && *live.borrow() == 0 {
+            idle_for += step;
+            if idle_for >= limit {
+                return;
+            }
+        } else {
+            idle_for = Duration::ZERO;
+        }
+    }
+}
+
 pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
     init_logging(flags.debug);
     let listener = inherited_listener()?;
@@ -186,6 +216,9 @@ async fn run(
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
     let mut gate_rx = gate.subscribe();
     tokio::select! {
+        _ = idle(engine.clone(), live.clone()) => {
+            tracing::info!("no sandbox and no client for {:?}: exiting", idle_limit());
+        }
         _ = gate_rx.wait_for(|open| *open) => {
             tracing::info!("last sandbox shut down; exiting once containerd disconnects");
             let mut rx = live.subscribe();

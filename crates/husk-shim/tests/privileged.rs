@@ -1170,3 +1170,31 @@ async fn start_takes_bootstrap_params_from_containerd_2_3() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespace"));
     assert!(q.server_pid().is_none());
 }
+
+#[tokio::test]
+async fn a_shim_nobody_talks_to_exits_on_its_own() {
+    if !root() {
+        return;
+    }
+    // containerd may die between `start` and CreateSandbox: the shim must
+    // not stay forever with nothing to serve.
+    let mut p = Pod::new("idle");
+    p.env.push(("HUSK_IDLE_EXIT_SECS".into(), "1".into()));
+    let out = p.start_argv(b"");
+    assert!(out.status.success());
+    let server = p.server_pid().expect("server runs");
+    wait_until("the idle shim to exit", || !alive(server));
+    assert!(!p.socket().exists());
+    // One that holds a sandbox stays, even with no client.
+    let mut q = Pod::new("busy");
+    q.env.push(("HUSK_IDLE_EXIT_SECS".into(), "1".into()));
+    q.launch().await;
+    q.create(&q.pod_config(), None).await.unwrap();
+    q.start().await;
+    let c = q.client.take();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(q.server_pid().is_some(), "a shim with a sandbox stays");
+    q.launch().await;
+    q.remove_and_check().await;
+}
