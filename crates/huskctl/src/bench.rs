@@ -284,7 +284,7 @@ pub async fn run(ns: &str, shim_bin: PathBuf, b: &BenchArgs, out: &Out) -> Resul
         println!(
             "{}",
             json!({"latency": rows, "memory": mem, "concurrency": b.concurrency, "count": b.count,
-            "concurrent_wall_s": conc_wall})
+            "concurrent_wall_s": conc_wall, "fresh_netns": b.fresh_netns})
         );
     } else {
         println!(
