@@ -291,6 +291,9 @@ pub fn inherited_listener() -> Result<UnixListener, BootstrapError> {
 /// DeleteResponse. Idempotent: a second run finds nothing and succeeds.
 pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
     flags.check_ids()?;
+    // The server goes first: alive, it would record the holder's death
+    // below and write the state file back after it was removed.
+    kill_stale_server(flags);
     let store = StateStore::new(paths::state_root(&flags.namespace));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;
@@ -312,7 +315,6 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
         teardown(&host, &rec)?;
         store.remove(&flags.id)?;
     }
-    kill_stale_server(flags);
     let sock = paths::socket_path(&flags.namespace, &flags.id);
     if !socket_alive(&sock) {
         match fs::remove_file(&sock) {

@@ -1198,3 +1198,23 @@ async fn a_shim_nobody_talks_to_exits_on_its_own() {
     q.launch().await;
     q.remove_and_check().await;
 }
+
+#[tokio::test]
+async fn delete_of_a_live_shim_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    // containerd gave up on a shim that still runs its pod: delete must end
+    // the server before the holder, or the server would write its state
+    // back after delete removed it.
+    let mut p = Pod::new("livedelete");
+    p.launch().await;
+    p.create(&p.pod_config(), None).await.unwrap();
+    let pid = p.start().await;
+    drop(p.client.take());
+    let d = p.delete();
+    assert_eq!(d.pid, pid);
+    wait_until("the holder to die", || !alive(pid));
+    std::thread::sleep(Duration::from_millis(100));
+    p.assert_clean();
+}
