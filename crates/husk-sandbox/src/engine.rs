@@ -133,10 +133,6 @@ impl Engine {
         }
     }
 
-    pub fn store(&self) -> &StateStore {
-        &self.store
-    }
-
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -164,12 +160,6 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(id)
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.slots().keys().cloned().collect();
-        v.sort();
-        v
     }
 
     // ---- CreateSandbox -------------------------------------------------
@@ -335,7 +325,7 @@ impl Engine {
         ];
         for (name, content) in files {
             let path = req.bundle.join(name);
-            write_new(&path, content.as_bytes())
+            fs::write(&path, content.as_bytes())
                 .map_err(|e| Error::os(id, "write pod file")(OsError::path("write", &path, e)))?;
             undo.push(Undo::File(path.clone()));
             rec.files.push(path);
@@ -470,10 +460,6 @@ impl Engine {
         Ok(self.platform.clone())
     }
 
-    pub fn host_platform(&self) -> &Platform {
-        &self.platform
-    }
-
     // ---- StopSandbox ---------------------------------------------------
 
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
@@ -569,65 +555,73 @@ impl Engine {
 
     pub fn status(&self, id: &str, verbose: bool) -> Result<Status> {
         let sb = self.get(id)?;
-        let rec = sb.rec().clone();
         let exited = sb.exit.borrow().is_some();
+        let rec = sb.rec();
         let ready = rec.phase == Phase::Running && !exited;
-        let mut info = BTreeMap::new();
-        if verbose {
-            info.insert("phase".into(), rec.phase.name().into());
-            info.insert("bundle".into(), rec.bundle.display().to_string());
-            info.insert("hostname".into(), rec.hostname.clone());
-            info.insert("cgroup".into(), rec.cgroup.display().to_string());
-            info.insert(
-                "cgroup_version".into(),
-                cgroup::version_name(rec.cgroup_version).into(),
-            );
-            let hp: Vec<String> = self
-                .host
-                .cgroups
-                .host_paths(&rec.cgroup)
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            info.insert("cgroup_paths".into(), hp.join(","));
-            info.insert(
-                "network".into(),
-                match &rec.network {
-                    Network::Join(p) => format!("join:{}", p.display()),
-                    Network::New => "new".into(),
-                    Network::Host => "host".into(),
-                },
-            );
-            if ready {
-                for ns in ["net", "ipc", "uts", "pid"] {
-                    info.insert(format!("ns.{ns}"), format!("/proc/{}/ns/{ns}", rec.pid));
-                }
-                let state = self.host.procs.state(rec.pid).map(String::from);
-                info.insert(
-                    "holder_state".into(),
-                    state.unwrap_or_else(|| "gone".into()),
-                );
-            } else {
-                info.insert(
-                    "holder_state".into(),
-                    if exited { "exited" } else { "not started" }.into(),
-                );
-            }
-            if let Some(s) = rec.exit_status {
-                info.insert("exit_status".into(), s.to_string());
-            }
-        }
-        Ok(Status {
-            id: rec.id,
+        let mut status = Status {
+            id: rec.id.clone(),
             pid: rec.pid,
             ready,
             phase: rec.phase,
             created_at: to_time(rec.created_at),
             exited_at: rec.exited_at.map(to_time),
             exit_status: rec.exit_status,
-            bundle: rec.bundle,
-            info,
-        })
+            bundle: rec.bundle.clone(),
+            info: BTreeMap::new(),
+        };
+        if verbose {
+            let rec = rec.clone();
+            status.info = self.diagnostics(&rec, ready, exited);
+        }
+        Ok(status)
+    }
+
+    /// SandboxStatus' verbose `info`: where everything is, as the kernel sees it.
+    fn diagnostics(&self, rec: &Record, ready: bool, exited: bool) -> BTreeMap<String, String> {
+        let mut info = BTreeMap::new();
+        info.insert("phase".into(), rec.phase.name().into());
+        info.insert("bundle".into(), rec.bundle.display().to_string());
+        info.insert("hostname".into(), rec.hostname.clone());
+        info.insert("cgroup".into(), rec.cgroup.display().to_string());
+        info.insert(
+            "cgroup_version".into(),
+            cgroup::version_name(rec.cgroup_version).into(),
+        );
+        let hp: Vec<String> = self
+            .host
+            .cgroups
+            .host_paths(&rec.cgroup)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        info.insert("cgroup_paths".into(), hp.join(","));
+        info.insert(
+            "network".into(),
+            match &rec.network {
+                Network::Join(p) => format!("join:{}", p.display()),
+                Network::New => "new".into(),
+                Network::Host => "host".into(),
+            },
+        );
+        if ready {
+            for ns in ["net", "ipc", "uts", "pid"] {
+                info.insert(format!("ns.{ns}"), format!("/proc/{}/ns/{ns}", rec.pid));
+            }
+            let state = self.host.procs.state(rec.pid).map(String::from);
+            info.insert(
+                "holder_state".into(),
+                state.unwrap_or_else(|| "gone".into()),
+            );
+        } else {
+            info.insert(
+                "holder_state".into(),
+                if exited { "exited" } else { "not started" }.into(),
+            );
+        }
+        if let Some(s) = rec.exit_status {
+            info.insert("exit_status".into(), s.to_string());
+        }
+        info
     }
 
     /// Every pid in the sandbox's cgroup.
@@ -677,7 +671,7 @@ impl Engine {
         }
         self.stop_locked(id, &sb, Duration::ZERO).await?;
         let rec = sb.rec().clone();
-        self.teardown(&rec).map_err(Error::os(id, "clean up"))?;
+        teardown(&self.host, &rec).map_err(Error::os(id, "clean up"))?;
         self.store.remove(id)?;
         self.gone
             .lock()
@@ -686,11 +680,6 @@ impl Engine {
         let mut slots = self.slots();
         slots.remove(id);
         Ok(slots.len())
-    }
-
-    /// Removes a stopped sandbox's cgroup, mounts and files. Idempotent.
-    pub fn teardown(&self, rec: &Record) -> std::result::Result<(), OsError> {
-        teardown(&self.host, rec)
     }
 
     // ---- SandboxMetrics ------------------------------------------------
@@ -822,10 +811,6 @@ fn make_dir(dir: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-fn write_new(path: &Path, data: &[u8]) -> io::Result<()> {
-    fs::write(path, data)
 }
 
 fn remove_file(p: &Path) -> std::result::Result<(), OsError> {

@@ -85,10 +85,6 @@ impl StateStore {
         StateStore { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }

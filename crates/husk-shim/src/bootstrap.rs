@@ -206,10 +206,11 @@ pub fn start(flags: &Flags, stdin: &[u8]) -> Result<String, BootstrapError> {
     let spawned = (|| {
         fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
             .map_err(io_err("chmod", &sock))?;
-        spawn_server(flags, listener)?;
+        // Everything that can fail comes before the spawn: once the server
+        // runs, `start` must not fail and leave it serving nobody.
         let cwd = std::env::current_dir().map_err(io_err("getcwd", "."))?;
         fs::write(cwd.join("address"), &address).map_err(io_err("write", cwd.join("address")))?;
-        Ok::<(), BootstrapError>(())
+        spawn_server(flags, listener)
     })();
     if let Err(e) = spawned {
         let _ = fs::remove_file(&sock);

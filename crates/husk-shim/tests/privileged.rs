@@ -259,6 +259,14 @@ impl Pod {
         self.c().shutdown_sandbox(ctx(), &r).await.unwrap();
     }
 
+    /// What containerd does at RunPodSandbox: start, CreateSandbox with
+    /// the test's pod config, StartSandbox. Returns the holder's pid.
+    async fn run(&mut self) -> u32 {
+        self.launch().await;
+        self.create(&self.pod_config(), None).await.unwrap();
+        self.start().await
+    }
+
     /// What containerd does at RemovePodSandbox: ShutdownSandbox, hang
     /// up, `shim delete`; then check that nothing is left.
     async fn remove_and_check(&mut self) {
@@ -524,9 +532,7 @@ async fn stop_kills_a_process_that_ignores_sigterm() {
         return;
     }
     let mut p = Pod::new("stub");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     // A process moved into the pod cgroup that ignores SIGTERM.
     let mut stubborn = Command::new("sh")
         .args(["-c", "trap '' TERM; while :; do sleep 1; done"])
@@ -562,9 +568,7 @@ async fn wait_reports_a_sigkill_from_outside() {
         return;
     }
     let mut p = Pod::new("kill");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     let waits: Vec<_> = (0..3)
         .map(|_| {
             let c = p.c().clone();
@@ -640,9 +644,7 @@ async fn empty_netns_path_means_a_fresh_network_namespace() {
         return;
     }
     let mut p = Pod::new("fresh");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     assert_ne!(
         ns_ino(format!("/proc/{pid}/ns/net")),
         ns_ino("/proc/self/ns/net")
@@ -772,9 +774,7 @@ async fn delete_cleans_up_after_a_dead_shim() {
         return;
     }
     let mut p = Pod::new("crash");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     p.kill_server();
     assert!(alive(pid), "the pod outlives its shim");
     let d = p.delete();
@@ -794,9 +794,7 @@ async fn wait_answers_across_a_shim_restart() {
         return;
     }
     let mut p = Pod::new("restart");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    p.start().await;
+    p.run().await;
     p.stop(0).await;
     let before = p.wait().await;
     p.kill_server();
@@ -815,9 +813,7 @@ async fn a_running_pod_is_adopted_by_a_restarted_shim() {
         return;
     }
     let mut p = Pod::new("adopt");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     p.kill_server();
     p.launch().await;
     let st = p.status().await;
@@ -886,9 +882,7 @@ async fn cgroup_v2_driver_on_the_unified_hierarchy() {
     }
     let mut p = Pod::new("v2");
     p.env.push(("HUSK_CGROUP".into(), "v2".into()));
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     let dir = unified
         .join(p.cgroup_parent.trim_start_matches('/'))
         .join(&p.id);
@@ -1004,9 +998,7 @@ async fn the_holder_reaps_orphans_in_the_pod() {
         return;
     }
     let mut p = Pod::new("reap");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     // sh runs in the pod's PID namespace, backgrounds a short sleep and
     // exits: the sleep is re-parented to the holder, which must reap it.
     let ok = Command::new("nsenter")
@@ -1045,9 +1037,7 @@ async fn the_holder_reaps_orphans_in_the_pod() {
 /// Runs the pod's life with a given holder program and checks the kernel
 /// runs that program as the pod's PID 1, reaping and exiting 0 on SIGTERM.
 async fn holder_runs(p: &mut Pod, want_exe: &Path) {
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     assert_eq!(fs::read_link(format!("/proc/{pid}/exe")).unwrap(), want_exe);
     assert_eq!(husk_sandbox::inspect::cmdline(pid), "husk-pause");
     let ok = Command::new("nsenter")
@@ -1208,9 +1198,7 @@ async fn delete_of_a_live_shim_leaves_nothing() {
     // the server before the holder, or the server would write its state
     // back after delete removed it.
     let mut p = Pod::new("livedelete");
-    p.launch().await;
-    p.create(&p.pod_config(), None).await.unwrap();
-    let pid = p.start().await;
+    let pid = p.run().await;
     drop(p.client.take());
     let d = p.delete();
     assert_eq!(d.pid, pid);

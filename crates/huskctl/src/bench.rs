@@ -85,17 +85,27 @@ fn args(ns: &str, id: String, netns: Option<&Path>) -> CreateArgs {
     }
 }
 
-async fn up(ns: &str, shim_bin: &Path, a: &CreateArgs, s: &mut Samples) -> Result<(Shim, u32)> {
-    fs::create_dir_all(&a.bundle)?;
-    let t0 = Instant::now();
-    let (bin, ns2, id, b) = (
+/// Runs a shim argv action (`start` or `delete`, which exec and wait) on
+/// the blocking pool, so concurrent pods do not serialise on it.
+async fn shim_exec<T: Send + 'static>(
+    shim_bin: &Path,
+    ns: &str,
+    a: &CreateArgs,
+    action: fn(&Path, &str, &str, &Path) -> Result<T>,
+) -> Result<T> {
+    let (bin, ns, id, bundle) = (
         shim_bin.to_path_buf(),
         ns.to_string(),
         a.id.clone(),
         a.bundle.clone(),
     );
-    let address =
-        tokio::task::spawn_blocking(move || client::launch(&bin, &ns2, &id, &b)).await??;
+    tokio::task::spawn_blocking(move || action(&bin, &ns, &id, &bundle)).await?
+}
+
+async fn up(ns: &str, shim_bin: &Path, a: &CreateArgs, s: &mut Samples) -> Result<(Shim, u32)> {
+    fs::create_dir_all(&a.bundle)?;
+    let t0 = Instant::now();
+    let address = shim_exec(shim_bin, ns, a, client::launch).await?;
     s.entry("shim start (exec)").or_default().push(us(t0));
     let shim = Shim::connect(&address).await?;
     let t0 = Instant::now();
@@ -125,13 +135,7 @@ async fn down(
     s.entry("ShutdownSandbox").or_default().push(us(t0));
     drop(shim);
     let t0 = Instant::now();
-    let (bin, ns2, id, b) = (
-        shim_bin.to_path_buf(),
-        ns.to_string(),
-        a.id.clone(),
-        a.bundle.clone(),
-    );
-    tokio::task::spawn_blocking(move || client::delete(&bin, &ns2, &id, &b)).await??;
+    shim_exec(shim_bin, ns, a, client::delete).await?;
     s.entry("shim delete (exec)").or_default().push(us(t0));
     let _ = fs::remove_file(a.bundle.join("address"));
     let _ = fs::remove_dir(&a.bundle);
