@@ -178,7 +178,7 @@ pub use husk_sandbox::inspect::{
 
 /// The husk shim server for a pod.
 pub fn husk_shim_pid(id: &str) -> Option<u32> {
-    husk_sandbox::inspect::shim_server(id)
+    husk_shim::server_proc::shim_server(id)
 }
 
 /// cgroup directories named `name` anywhere under the e2e parent.

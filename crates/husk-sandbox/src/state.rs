@@ -20,7 +20,23 @@ pub enum Phase {
     Stopped,
 }
 
+/// Guards: which verbs each phase allows.
 impl Phase {
+    /// StartSandbox clones a holder only from Created.
+    pub fn can_start(self) -> bool {
+        self == Phase::Created
+    }
+
+    /// A recorded holder pid may still name the pod's holder.
+    pub fn holder_may_live(self) -> bool {
+        self == Phase::Running
+    }
+
+    /// Stop has to signal a holder (Created has none, Stopped has none left).
+    pub fn can_signal(self) -> bool {
+        self == Phase::Running
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::Created => "created",

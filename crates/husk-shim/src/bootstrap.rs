@@ -14,9 +14,9 @@ use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::bootstrap_api::BootstrapParams;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use husk_sandbox::engine::{teardown, Host, UNKNOWN_EXIT};
+use husk_sandbox::engine::Host;
 use husk_sandbox::state::{now_nanos, to_time};
-use husk_sandbox::{Phase, StateStore};
+use husk_sandbox::StateStore;
 
 use crate::convert;
 use crate::paths;
@@ -294,30 +294,22 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
     flags.check_ids()?;
     // The server goes first: alive, it would record the holder's death
     // below and write the state file back after it was removed.
-    kill_stale_server(flags);
+    let killed_server = kill_stale_server(flags);
     let store = StateStore::new(paths::state_root(&flags.namespace));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;
     resp.exited_at = MessageField::some(convert::timestamp(to_time(now_nanos())));
-    if let Some(rec) = store.load(&flags.id)? {
-        let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
-        let host = Host::linux(exe)?;
-        resp.pid = rec.pid;
-        if rec.phase == Phase::Stopped {
-            resp.exit_status = rec.exit_status.unwrap_or(UNKNOWN_EXIT);
-            if let Some(at) = rec.exited_at {
-                resp.exited_at = MessageField::some(convert::timestamp(to_time(at)));
-            }
-        } else if rec.phase == Phase::Running
-            && host.procs.start_time(rec.pid) == Some(rec.pid_start)
-        {
-            host.procs.signal(rec.pid, libc::SIGKILL)?;
+    let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
+    let host = Host::linux(exe)?;
+    if let Some(found) = husk_sandbox::engine::reclaim(&host, &store, &flags.id)? {
+        resp.pid = found.pid;
+        if let Some(exit) = found.exit {
+            resp.exit_status = exit.status;
+            resp.exited_at = MessageField::some(convert::timestamp(exit.at));
         }
-        teardown(&host, &rec)?;
-        store.remove(&flags.id)?;
     }
     let sock = paths::socket_path(&flags.namespace, &flags.id);
-    if !socket_alive(&sock) {
+    if killed_server || !socket_alive(&sock) {
         match fs::remove_file(&sock) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(io_err("remove", &sock)(e))
@@ -335,8 +327,7 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
 /// `delete` races a server that has not written it yet, from a scan of
 /// /proc; either way the argv (`-namespace`, `-id`, `serve`) is checked
 /// before the process is signalled.
-fn kill_stale_server(flags: &Flags) {
-    use husk_sandbox::inspect;
+fn kill_stale_server(flags: &Flags) -> bool {
     let (ns, id) = (flags.namespace.as_str(), flags.id.as_str());
     let pidfile = std::env::current_dir().map(|d| d.join(SHIM_PID_FILE)).ok();
     let recorded = pidfile.as_ref().and_then(|f| fs::read_to_string(f).ok());
@@ -345,28 +336,57 @@ fn kill_stale_server(flags: &Flags) {
             .trim()
             .parse::<u32>()
             .ok()
-            .filter(|p| inspect::is_shim_server(*p, Some(ns), id)),
+            .filter(|p| crate::server_proc::is_shim_server(*p, Some(ns), id)),
         // No pid file: the server may not have written it yet.
-        None => inspect::shim_server_in(ns, id),
+        None => crate::server_proc::shim_server_in(ns, id),
     };
+    let mut killed = false;
     if let Some(pid) = server.filter(|p| *p != std::process::id()) {
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        // Wait (briefly) until it is gone, so its socket is no longer live.
-        for _ in 0..200 {
-            if !inspect::alive(pid) {
-                break;
+        // A pidfd pins the process: the signal cannot reach a reused pid,
+        // and it turns readable only once the process has fully exited,
+        // its listening socket closed.
+        // (No pidfd: the process is already gone.)
+        if let Ok(fd) = husk_sandbox::os::proc::pidfd_open(pid) {
+            killed = pidfd_kill(&fd).is_ok();
+            if killed && !wait_readable(&fd, std::time::Duration::from_secs(10)) {
+                tracing::warn!(pid, "stale shim server did not exit within 10 s");
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
     if let Some(f) = pidfile {
         let _ = fs::remove_file(f);
     }
+    killed
+}
+
+fn pidfd_kill(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// poll(2) on one fd until readable; false on timeout.
+fn wait_readable(fd: &std::os::fd::OwnedFd, limit: std::time::Duration) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
 /// Writes bytes to stdout and flushes.

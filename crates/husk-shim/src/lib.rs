@@ -8,5 +8,6 @@ pub mod error;
 pub mod log;
 pub mod paths;
 pub mod serve;
+pub mod server_proc;
 pub mod service;
 pub mod task;

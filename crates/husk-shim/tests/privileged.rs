@@ -315,7 +315,7 @@ impl Pod {
     }
 
     fn server_pid(&self) -> Option<u32> {
-        husk_sandbox::inspect::shim_server(&self.id)
+        husk_shim::server_proc::shim_server(&self.id)
     }
 
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
@@ -403,6 +403,7 @@ async fn pod_namespaces_cgroup_and_files_are_real() {
         return;
     }
     let netns = Netns::new("ns");
+    let netns_ino = ns_ino(netns.path());
     let mut p = Pod::new("ns");
     let addr = p.launch().await;
     let sock = addr.trim_start_matches("unix://");
@@ -459,14 +460,23 @@ async fn pod_namespaces_cgroup_and_files_are_real() {
         "123"
     );
 
-    // cgroup membership, in every v1 hierarchy.
+    // cgroup membership, as the driver the shim uses sees it: every v1
+    // hierarchy, or the unified one (HUSK_CGROUP=v2).
+    let driver = husk_sandbox::os::cgroup::detect().unwrap();
     let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let want = format!("{}/{}", p.cgroup_parent, p.id);
-    for line in cg.lines().filter(|l| !l.starts_with("0::")) {
+    let v1 = driver.version() == husk_sandbox::os::CgroupVersion::V1;
+    let lines: Vec<&str> = cg.lines().filter(|l| l.starts_with("0::") != v1).collect();
+    assert!(!lines.is_empty(), "no cgroup lines for the driver in {cg}");
+    for line in lines {
         assert!(line.ends_with(&want), "{line} not in {want}");
     }
-    let procs = fs::read_to_string(format!("/sys/fs/cgroup/memory{want}/cgroup.procs")).unwrap();
-    assert_eq!(procs.trim(), pid.to_string());
+    let host_paths = driver.host_paths(Path::new(&want));
+    assert!(!host_paths.is_empty());
+    for dir in host_paths {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), pid.to_string(), "{}", dir.display());
+    }
 
     // Pod files.
     let b = p.bundle.path();
@@ -498,17 +508,29 @@ async fn pod_namespaces_cgroup_and_files_are_real() {
     let mut m = api::SandboxMetricsRequest::new();
     m.sandbox_id = p.id.clone();
     let met = p.c().sandbox_metrics(ctx(), &m).await.unwrap();
-    assert_eq!(
-        met.metrics.data.type_url,
-        "io.containerd.cgroups.v1.Metrics"
-    );
-    let v1 = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(
-        &met.metrics.data.value,
-    )
-    .unwrap();
-    assert_eq!(v1.pids.current, 1);
-    assert!(v1.memory.usage.usage > 0);
-    assert!(v1.cpu.usage.total > 0);
+    if v1 {
+        assert_eq!(
+            met.metrics.data.type_url,
+            "io.containerd.cgroups.v1.Metrics"
+        );
+        let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(
+            &met.metrics.data.value,
+        )
+        .unwrap();
+        assert_eq!(m.pids.current, 1);
+        assert!(m.memory.usage.usage > 0);
+        assert!(m.cpu.usage.total > 0);
+    } else {
+        assert_eq!(
+            met.metrics.data.type_url,
+            "io.containerd.cgroups.v2.Metrics"
+        );
+        let m = containerd_shim_protos::cgroups_v2::metrics::Metrics::parse_from_bytes(
+            &met.metrics.data.value,
+        )
+        .unwrap();
+        assert_eq!(m.pids.current, 1);
+    }
 
     p.stop(5).await;
     let w = p.wait().await;
@@ -521,7 +543,7 @@ async fn pod_namespaces_cgroup_and_files_are_real() {
     p.assert_clean();
     assert_eq!(
         ns_ino(netns.path()),
-        ns_ino(netns.path()),
+        netns_ino,
         "the netns containerd owns is untouched"
     );
 }

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use husk_sandbox::inspect::{pss_kib, shim_server};
+use husk_sandbox::inspect::pss_kib;
 use husk_sandbox::PodConfig;
+use husk_shim::server_proc::shim_server;
 use serde_json::json;
 
 use crate::client::{self, CreateArgs, Shim};

@@ -230,8 +230,12 @@ impl Cgroups for FakeOs {
     }
 }
 
+#[async_trait::async_trait]
 impl Processes for FakeOs {
-    fn spawn_holder(&self, spec: &HolderSpec) -> Result<(u32, BoxFuture<'static, u32>), OsError> {
+    async fn spawn_holder(
+        &self,
+        spec: &HolderSpec,
+    ) -> Result<(u32, BoxFuture<'static, u32>), OsError> {
         let mut st = self.st();
         self.check(&mut st, "spawn")?;
         st.holders.push(spec.clone());

@@ -9,7 +9,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -187,8 +187,16 @@ fn clone_into_cgroup(
     Ok(Some(Pid::from_raw(raw)))
 }
 
-/// Starts the holder and returns its host pid.
-pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
+/// Starts the holder and returns its host pid once it runs the pause
+/// program. The clone itself is quick; the wait for the exec (or for the
+/// step that failed) is asynchronous, so the server's thread never blocks.
+pub async fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
+    let (pid, err_rd) = launch(spec, exe)?;
+    confirm(pid, err_rd).await
+}
+
+/// Clones the holder; returns its pid and the read end of its status pipe.
+fn launch(spec: &HolderSpec, exe: &Path) -> Result<(Pid, OwnedFd), OsError> {
     let netns: Option<OwnedFd> = match &spec.join_netns {
         Some(p) => Some(
             File::open(p)
@@ -280,10 +288,16 @@ pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
     drop(err_wr);
     drop(netns);
     drop(cgroup_fds);
+    Ok((pid, err_rd))
+}
 
+/// Waits for the holder's status pipe: EOF (closed by execve, CLOEXEC)
+/// means the pause program runs; five bytes mean (step, errno) failed.
+async fn confirm(pid: Pid, err_rd: OwnedFd) -> Result<u32, OsError> {
     let mut buf = [0u8; 5];
-    let mut rd = File::from(err_rd);
-    let n = read_full(&mut rd, &mut buf).map_err(|e| OsError::sys("read holder status", e))?;
+    let n = read_full(err_rd, &mut buf)
+        .await
+        .map_err(|e| OsError::sys("read holder status", e))?;
     if n == 0 {
         return u32::try_from(pid.as_raw())
             .map_err(|_| OsError::sys("clone", io::Error::other("negative pid")));
@@ -298,12 +312,15 @@ pub fn spawn(spec: &HolderSpec, exe: &Path) -> Result<u32, OsError> {
     })
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+async fn read_full(fd: OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        rx.readable().await?;
+        match rx.try_read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

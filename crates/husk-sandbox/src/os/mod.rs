@@ -10,6 +10,7 @@ use crate::error::OsError;
 use crate::metrics::CgroupStats;
 
 pub mod cgroup;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod holder;
 pub mod mount;
@@ -72,11 +73,15 @@ pub struct HolderSpec {
 }
 
 /// Starts, signals and watches the pod holder.
+#[async_trait::async_trait]
 pub trait Processes: Send + Sync {
     /// Starts the holder once it runs the pause program. Returns its host
     /// pid and a future that resolves with its exit status (128+signal for
     /// a signal) once it has exited and been reaped.
-    fn spawn_holder(&self, spec: &HolderSpec) -> Result<(u32, BoxFuture<'static, u32>), OsError>;
+    async fn spawn_holder(
+        &self,
+        spec: &HolderSpec,
+    ) -> Result<(u32, BoxFuture<'static, u32>), OsError>;
     /// Resolves once `pid`, not a child (adopted after a shim restart), is gone.
     fn watch_foreign(&self, pid: u32) -> Result<BoxFuture<'static, ()>, OsError>;
     /// Sends a signal; a pid that is already gone is not an error.

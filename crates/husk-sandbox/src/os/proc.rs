@@ -26,7 +26,7 @@ impl LinuxProcesses {
     }
 }
 
-fn pidfd_open(pid: u32) -> Result<OwnedFd, OsError> {
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd, OsError> {
     let raw = libc::pid_t::try_from(pid)
         .map_err(|_| OsError::sys("pidfd_open", io::Error::from_raw_os_error(libc::ESRCH)))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
@@ -38,19 +38,34 @@ fn pidfd_open(pid: u32) -> Result<OwnedFd, OsError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// How often the /proc fallback looks at a process.
+const POLL_PROC: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Resolves once the pidfd is readable, which the kernel signals when the
-/// process exits.
-async fn exited(fd: OwnedFd) {
+/// process exits. If the reactor cannot take the pidfd, it polls /proc
+/// instead; the pidfd still pins the pid, so it cannot be reused meanwhile.
+pub async fn exited(fd: OwnedFd, pid: u32) {
     // SAFETY: `fd` is an owned, open pidfd that the AsyncFd owns from here
     // on, so it stays open and unchanged for the AsyncFd's whole life.
     match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
         Ok(afd) => {
             let _ = afd.readable().await;
         }
-        Err(_) => {
-            // No reactor for this fd: fall back to polling /proc.
-            std::future::pending::<()>().await
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "pidfd not pollable; polling /proc");
+            while !gone_or_zombie(pid) {
+                tokio::time::sleep(POLL_PROC).await;
+            }
         }
+    }
+}
+
+/// True once `pid` has exited: its /proc entry is gone, or it is a zombie
+/// waiting to be reaped.
+pub fn gone_or_zombie(pid: u32) -> bool {
+    match stat_fields(pid) {
+        None => true,
+        Some(f) => f.first().is_some_and(|s| s == "Z" || s == "X"),
     }
 }
 
@@ -61,9 +76,13 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+#[async_trait::async_trait]
 impl Processes for LinuxProcesses {
-    fn spawn_holder(&self, spec: &HolderSpec) -> Result<(u32, BoxFuture<'static, u32>), OsError> {
-        let pid = holder::spawn(spec, &self.exe)?;
+    async fn spawn_holder(
+        &self,
+        spec: &HolderSpec,
+    ) -> Result<(u32, BoxFuture<'static, u32>), OsError> {
+        let pid = holder::spawn(spec, &self.exe).await?;
         let fd = match pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -73,7 +92,7 @@ impl Processes for LinuxProcesses {
             }
         };
         let exit = async move {
-            exited(fd).await;
+            exited(fd, pid).await;
             // The process has exited, so this waitpid does not block.
             holder::reap(pid)
         };
@@ -82,7 +101,7 @@ impl Processes for LinuxProcesses {
 
     fn watch_foreign(&self, pid: u32) -> Result<BoxFuture<'static, ()>, OsError> {
         let fd = pidfd_open(pid)?;
-        Ok(exited(fd).boxed())
+        Ok(exited(fd, pid).boxed())
     }
 
     fn signal(&self, pid: u32, signal: i32) -> Result<(), OsError> {
@@ -101,5 +120,39 @@ impl Processes for LinuxProcesses {
 
     fn state(&self, pid: u32) -> Option<char> {
         stat_fields(pid)?.first()?.chars().next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_process_is_not_gone() {
+        assert!(!gone_or_zombie(std::process::id()));
+    }
+
+    #[test]
+    fn a_reaped_child_is_gone() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert!(gone_or_zombie(pid));
+    }
+
+    #[test]
+    fn an_unreaped_child_is_a_zombie() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !gone_or_zombie(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(gone_or_zombie(pid), "child never became a zombie");
+        child.wait().expect("wait");
     }
 }
