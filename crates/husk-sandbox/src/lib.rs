@@ -13,7 +13,7 @@ pub mod podfiles;
 pub mod state;
 
 pub use config::{CreateRequest, Dns, Mount, Network, NsMode, PodConfig};
-pub use engine::{Engine, ExitInfo, Host, SandboxMetrics, Started, Status};
+pub use engine::{Engine, ExitInfo, Host, PodView, SandboxMetrics, Started, Status};
 pub use error::{Error, OsError, Result};
 pub use platform::Platform;
 pub use state::{Phase, Record, StateStore};

@@ -45,6 +45,8 @@ pub enum BootstrapError {
     Engine(#[from] husk_sandbox::Error),
     #[error(transparent)]
     Os(#[from] husk_sandbox::OsError),
+    #[error(transparent)]
+    Task(#[from] husk_task::Error),
 }
 
 fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> BootstrapError {
@@ -307,6 +309,14 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
             resp.exit_status = exit.status;
             resp.exited_at = MessageField::some(convert::timestamp(exit.at));
         }
+    } else {
+        // Not a sandbox: a container of a husk pod whose shim died. Its
+        // bundle says which runtime holds it and what is mounted.
+        let bundle = match &flags.bundle {
+            Some(b) => b.clone(),
+            None => std::env::current_dir().map_err(io_err("locate", "."))?,
+        };
+        husk_task::engine::reclaim(&host, &bundle, &paths::runtime_root(&flags.namespace))?;
     }
     let sock = paths::socket_path(&flags.namespace, &flags.id);
     if killed_server || !socket_alive(&sock) {

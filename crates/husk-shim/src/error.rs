@@ -1,12 +1,15 @@
 //! The shim's error, and the one place where errors become ttrpc codes.
 
 use husk_sandbox::Error as EngineError;
+use husk_task::Error as TaskError;
 use ttrpc::Code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
     #[error("invalid argument: {0}")]
     Decode(String),
     #[error("encoding {0}")]
@@ -18,6 +21,14 @@ impl ShimError {
         match self {
             ShimError::Decode(_) => Code::INVALID_ARGUMENT,
             ShimError::Encode(_) => Code::INTERNAL,
+            ShimError::Task(e) => match e {
+                TaskError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+                TaskError::NotFound(_) => Code::NOT_FOUND,
+                TaskError::AlreadyExists(_) => Code::ALREADY_EXISTS,
+                TaskError::FailedPrecondition { .. } => Code::FAILED_PRECONDITION,
+                TaskError::Unsupported(_) => Code::UNIMPLEMENTED,
+                TaskError::Os { .. } | TaskError::Runtime { .. } => Code::INTERNAL,
+            },
             ShimError::Engine(e) => match e {
                 EngineError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
                 EngineError::NotFound(_) => Code::NOT_FOUND,
@@ -71,6 +82,18 @@ mod tests {
             Code::FAILED_PRECONDITION
         );
         assert_eq!(ShimError::Decode("x".into()).code(), Code::INVALID_ARGUMENT);
+        let t = |e: TaskError| ShimError::from(e).code();
+        assert_eq!(t(TaskError::invalid("x")), Code::INVALID_ARGUMENT);
+        assert_eq!(t(TaskError::NotFound("x".into())), Code::NOT_FOUND);
+        assert_eq!(
+            t(TaskError::AlreadyExists("x".into())),
+            Code::ALREADY_EXISTS
+        );
+        assert_eq!(
+            t(TaskError::precondition("x", "y")),
+            Code::FAILED_PRECONDITION
+        );
+        assert_eq!(t(TaskError::Unsupported("checkpoint")), Code::UNIMPLEMENTED);
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub fn state_root(ns: &str) -> PathBuf {
     run_root().join("state").join(ns)
 }
 
+/// The OCI runtime's state root for containers of `ns` (runc `--root`).
+pub fn runtime_root(ns: &str) -> PathBuf {
+    run_root().join("runc").join(ns)
+}
+
+/// Where console sockets for terminals are bound (short, for sun_path).
+pub fn console_dir() -> PathBuf {
+    run_root().join("c")
+}
+
 /// containerd namespaces follow the same identifier rules as ids.
 pub fn validate_namespace(ns: &str) -> Result<(), String> {
     husk_sandbox::id::validate(ns).map_err(|e| format!("namespace: {e}"))

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 
 use crate::bootstrap::{inherited_listener, BootstrapError, Flags};
 use crate::paths;
-use crate::service::{ExitGate, SandboxService};
+use crate::pod::Pod;
+use crate::service::SandboxService;
 use crate::task::TaskService;
 
 /// How long the server keeps answering after the last sandbox is shut
@@ -123,13 +124,13 @@ fn idle_limit() -> Duration {
 
 /// Resolves once the shim has held no sandbox and had no connection for
 /// the idle limit without a break.
-async fn idle(engine: Arc<Engine>, live: Arc<watch::Sender<usize>>) {
+async fn idle(pod: Arc<Pod>, live: Arc<watch::Sender<usize>>) {
     let limit = idle_limit();
     let step = (limit / 4).max(Duration::from_millis(100));
     let mut idle_for = Duration::ZERO;
     loop {
         tokio::time::sleep(step).await;
-        if engine.is_empty() && *live.borrow() == 0 {
+        if pod.is_empty() && *live.borrow() == 0 {
             idle_for += step;
             if idle_for >= limit {
                 return;
@@ -169,16 +170,36 @@ async fn run(
         path: "/proc/self/exe".into(),
         source: e,
     })?;
-    let engine = Arc::new(Engine::new(
-        Host::linux(pause_program(exe))?,
+    // Containers' inits and exec processes are reparented to the shim when
+    // the runtime that started them exits: their exit statuses are exact.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let host = Host::linux(pause_program(exe))?;
+    let engine = Engine::new(
+        host.clone(),
         StateStore::new(paths::state_root(&flags.namespace)),
-    ));
+    );
     if engine.restore(&flags.id)? {
         tracing::info!(id = %flags.id, "restored sandbox state after a shim restart");
     }
-    let gate = ExitGate::default();
-    let service = Arc::new(SandboxService::new(engine.clone(), gate.clone()));
-    let tasks = Arc::new(TaskService::new(engine.clone(), gate.clone()));
+    let events: Arc<dyn husk_task::EventSink> = match std::env::var("TTRPC_ADDRESS") {
+        Ok(a) if !a.is_empty() => {
+            Arc::new(crate::events::Publisher::start(a, flags.namespace.clone()))
+        }
+        _ => Arc::new(husk_task::events::NoEvents),
+    };
+    let tasks = husk_task::Tasks::new(
+        host,
+        Arc::new(husk_task::runtime::Binaries {
+            root: paths::runtime_root(&flags.namespace),
+        }),
+        events,
+        &flags.namespace,
+        paths::console_dir(),
+    );
+    let pod = Pod::new(engine, tasks);
+    let service = Arc::new(SandboxService::new(pod.clone()));
+    let tasks = Arc::new(TaskService::new(pod.clone()));
 
     let io_err = |op: &'static str| {
         move |e: std::io::Error| BootstrapError::Io {
@@ -214,9 +235,9 @@ async fn run(
 
     let mut term = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
-    let mut gate_rx = gate.subscribe();
+    let mut gate_rx = pod.exit_gate();
     tokio::select! {
-        _ = idle(engine.clone(), live.clone()) => {
+        _ = idle(pod.clone(), live.clone()) => {
             tracing::info!("no sandbox and no client for {:?}: exiting", idle_limit());
         }
         _ = gate_rx.wait_for(|open| *open) => {

@@ -10,106 +10,31 @@ use async_trait::async_trait;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::sandbox_api as api;
 use containerd_shim_protos::sandbox_async::Sandbox;
-use husk_sandbox::{
-    CreateRequest, Engine, Error as EngineError, ExitInfo, Mount, Platform, SandboxMetrics,
-    Started, Status,
-};
-use tokio::sync::watch;
+use husk_sandbox::{CreateRequest, Mount, Status};
 use ttrpc::r#async::TtrpcContext;
 
 use crate::convert;
 use crate::cri;
 use crate::error::ShimError;
+use crate::pod::Pod;
 
-type EResult<T> = Result<T, EngineError>;
-
-/// What the adapter needs of a sandbox engine.
-#[async_trait]
-pub trait SandboxApi: Send + Sync + 'static {
-    async fn create(&self, req: CreateRequest) -> EResult<()>;
-    async fn start(&self, id: &str) -> EResult<Started>;
-    fn platform(&self, id: &str) -> EResult<Platform>;
-    async fn stop(&self, id: &str, timeout: Duration) -> EResult<()>;
-    async fn wait(&self, id: &str) -> EResult<ExitInfo>;
-    fn status(&self, id: &str, verbose: bool) -> EResult<Status>;
-    fn ping(&self, id: &str) -> EResult<()>;
-    /// Returns how many sandboxes remain.
-    async fn shutdown(&self, id: &str) -> EResult<usize>;
-    fn metrics(&self, id: &str) -> EResult<SandboxMetrics>;
-    fn pids(&self, id: &str) -> EResult<Vec<u32>>;
-    /// How many sandboxes this shim holds.
-    fn count(&self) -> usize;
+pub struct SandboxService {
+    pod: Arc<Pod>,
 }
 
-#[async_trait]
-impl SandboxApi for Engine {
-    async fn create(&self, req: CreateRequest) -> EResult<()> {
-        Engine::create(self, req).await
-    }
-    async fn start(&self, id: &str) -> EResult<Started> {
-        Engine::start(self, id).await
-    }
-    fn platform(&self, id: &str) -> EResult<Platform> {
-        Engine::platform(self, id)
-    }
-    async fn stop(&self, id: &str, timeout: Duration) -> EResult<()> {
-        Engine::stop(self, id, timeout).await
-    }
-    async fn wait(&self, id: &str) -> EResult<ExitInfo> {
-        Engine::wait(self, id).await
-    }
-    fn status(&self, id: &str, verbose: bool) -> EResult<Status> {
-        Engine::status(self, id, verbose)
-    }
-    fn ping(&self, id: &str) -> EResult<()> {
-        Engine::ping(self, id)
-    }
-    async fn shutdown(&self, id: &str) -> EResult<usize> {
-        Engine::shutdown(self, id).await
-    }
-    fn metrics(&self, id: &str) -> EResult<SandboxMetrics> {
-        Engine::metrics(self, id)
-    }
-    fn pids(&self, id: &str) -> EResult<Vec<u32>> {
-        Engine::pids(self, id)
-    }
-    fn count(&self) -> usize {
-        Engine::len(self)
+impl SandboxService {
+    pub fn new(pod: Arc<Pod>) -> Self {
+        SandboxService { pod }
     }
 }
 
-/// Tells the server when the shim may exit: after a Shutdown left no
-/// sandbox behind. (The Task service will add "and no task remains".)
-#[derive(Clone)]
-pub struct ExitGate {
-    tx: watch::Sender<bool>,
-}
-
-impl Default for ExitGate {
-    fn default() -> Self {
-        ExitGate {
-            tx: watch::channel(false).0,
-        }
-    }
-}
-
-impl ExitGate {
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.tx.subscribe()
-    }
-    pub(crate) fn open(&self) {
-        self.tx.send_replace(true);
-    }
-}
-
-pub struct SandboxService<E: SandboxApi> {
-    engine: Arc<E>,
-    gate: ExitGate,
-}
-
-impl<E: SandboxApi> SandboxService<E> {
-    pub fn new(engine: Arc<E>, gate: ExitGate) -> Self {
-        SandboxService { engine, gate }
+/// A containerd mount as the engines take it.
+pub fn mount(m: &containerd_shim_protos::types::mount::Mount) -> Mount {
+    Mount {
+        kind: m.type_.clone(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        options: m.options.clone(),
     }
 }
 
@@ -126,16 +51,7 @@ pub fn create_request(req: &api::CreateSandboxRequest) -> Result<CreateRequest, 
     Ok(CreateRequest {
         id: req.sandbox_id.clone(),
         bundle: PathBuf::from(&req.bundle_path),
-        rootfs: req
-            .rootfs
-            .iter()
-            .map(|m| Mount {
-                kind: m.type_.clone(),
-                source: m.source.clone(),
-                target: m.target.clone(),
-                options: m.options.clone(),
-            })
-            .collect(),
+        rootfs: req.rootfs.iter().map(mount).collect(),
         netns_path: (!req.netns_path.is_empty()).then(|| PathBuf::from(&req.netns_path)),
         pod,
         annotations: req
@@ -175,7 +91,7 @@ fn release_free_heap() {
     }
 }
 
-fn traced<T>(
+pub(crate) fn traced<T>(
     rpc: &'static str,
     id: &str,
     t0: Instant,
@@ -195,7 +111,7 @@ fn traced<T>(
 }
 
 #[async_trait]
-impl<E: SandboxApi> Sandbox for SandboxService<E> {
+impl Sandbox for SandboxService {
     async fn create_sandbox(
         &self,
         _ctx: &TtrpcContext,
@@ -204,7 +120,7 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         let t0 = Instant::now();
         let r = async {
             let creq = create_request(&req)?;
-            self.engine.create(creq).await?;
+            self.pod.sandboxes.create(creq).await?;
             Ok(api::CreateSandboxResponse::new())
         }
         .await;
@@ -218,7 +134,8 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::StartSandboxResponse> {
         let t0 = Instant::now();
         let r = self
-            .engine
+            .pod
+            .sandboxes
             .start(&req.sandbox_id)
             .await
             .map_err(ShimError::from)
@@ -239,7 +156,8 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::PlatformResponse> {
         let t0 = Instant::now();
         let r = self
-            .engine
+            .pod
+            .sandboxes
             .platform(&req.sandbox_id)
             .map_err(ShimError::from)
             .map(|p| {
@@ -257,12 +175,14 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::StopSandboxResponse> {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(u64::from(req.timeout_secs));
-        let r = self
-            .engine
-            .stop(&req.sandbox_id, timeout)
-            .await
-            .map_err(ShimError::from)
-            .map(|()| api::StopSandboxResponse::new());
+        // Containers first: their exits are reported before the holder goes.
+        let r: Result<_, ShimError> = async {
+            self.pod.sandboxes.status(&req.sandbox_id, false)?;
+            self.pod.tasks.stop_all(timeout).await?;
+            self.pod.sandboxes.stop(&req.sandbox_id, timeout).await?;
+            Ok(api::StopSandboxResponse::new())
+        }
+        .await;
         traced("StopSandbox", &req.sandbox_id, t0, r)
     }
 
@@ -273,7 +193,8 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::WaitSandboxResponse> {
         let t0 = Instant::now();
         let r = self
-            .engine
+            .pod
+            .sandboxes
             .wait(&req.sandbox_id)
             .await
             .map_err(ShimError::from)
@@ -293,7 +214,8 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::SandboxStatusResponse> {
         let t0 = Instant::now();
         let r = self
-            .engine
+            .pod
+            .sandboxes
             .status(&req.sandbox_id, req.verbose)
             .map_err(ShimError::from)
             .map(|s| status_response(&s));
@@ -307,7 +229,8 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::PingResponse> {
         let t0 = Instant::now();
         let r = self
-            .engine
+            .pod
+            .sandboxes
             .ping(&req.sandbox_id)
             .map_err(ShimError::from)
             .map(|()| api::PingResponse::new());
@@ -320,13 +243,15 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
         req: api::ShutdownSandboxRequest,
     ) -> ttrpc::Result<api::ShutdownSandboxResponse> {
         let t0 = Instant::now();
-        let r = self
-            .engine
-            .shutdown(&req.sandbox_id)
-            .await
-            .map_err(ShimError::from);
-        if let Ok(0) = r {
-            self.gate.open();
+        let r: Result<_, ShimError> = async {
+            if self.pod.sandboxes.status(&req.sandbox_id, false).is_ok() {
+                self.pod.tasks.remove_all().await?;
+            }
+            Ok(self.pod.sandboxes.shutdown(&req.sandbox_id).await?)
+        }
+        .await;
+        if r.is_ok() {
+            self.pod.exit_if_empty();
         }
         traced(
             "ShutdownSandbox",
@@ -343,7 +268,8 @@ impl<E: SandboxApi> Sandbox for SandboxService<E> {
     ) -> ttrpc::Result<api::SandboxMetricsResponse> {
         let t0 = Instant::now();
         let r = self
-            .engine
+            .pod
+            .sandboxes
             .metrics(&req.sandbox_id)
             .map_err(ShimError::from)
             .and_then(|m| {

@@ -30,6 +30,7 @@ mod stop;
 mod wait;
 
 pub use reclaim::{reclaim, teardown, Reclaimed};
+pub use status::PodView;
 
 /// Exit status a sandbox reports when the real one could not be observed
 /// (its holder died while no shim was watching).

@@ -2,7 +2,53 @@
 
 use super::*;
 
+/// A read-only view of a running pod, for what runs containers in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodView {
+    pub id: String,
+    /// The holder: `/proc/<pid>/ns/*` are the pod's namespaces.
+    pub pid: u32,
+    pub bundle: PathBuf,
+    /// The pod cgroup, relative to each hierarchy's root.
+    pub cgroup: PathBuf,
+    /// hostname, hosts, resolv.conf and shm, where the pod has them.
+    pub files: Vec<PathBuf>,
+    pub host_network: bool,
+}
+
+impl PodView {
+    /// The path of one of the pod's namespaces (`net`, `ipc`, `uts`, `pid`).
+    pub fn ns_path(&self, ns: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/{ns}", self.pid))
+    }
+}
+
 impl Engine {
+    /// The pod as containers see it; FailedPrecondition unless it runs.
+    pub fn view(&self, id: &str) -> Result<PodView> {
+        self.ping(id)?;
+        let sb = self.get(id)?;
+        let rec = sb.rec();
+        Ok(PodView {
+            id: rec.id.clone(),
+            pid: rec.pid,
+            bundle: rec.bundle.clone(),
+            cgroup: rec.cgroup.clone(),
+            files: rec.files.clone(),
+            host_network: rec.network == Network::Host,
+        })
+    }
+
+    /// The OS seam this engine drives, for the container engine beside it.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The ids of the sandboxes this engine holds.
+    pub fn ids(&self) -> Vec<String> {
+        self.slots().keys().cloned().collect()
+    }
+
     pub fn platform(&self, id: &str) -> Result<Platform> {
         self.get(id)?;
         Ok(self.platform.clone())

@@ -83,6 +83,20 @@ impl FakeOs {
         pid
     }
 
+    /// Starts a process in cgroup `rel` that exits on SIGTERM.
+    pub fn add_process(&self, rel: &Path) -> u32 {
+        let mut st = self.st();
+        let pid = new_proc(&mut st, false);
+        st.cgroups.entry(rel.to_path_buf()).or_default().insert(pid);
+        pid
+    }
+
+    /// Ends a process with `status`, as if it exited on its own.
+    pub fn exit_with(&self, pid: u32, status: u32) {
+        let mut st = self.st();
+        exit_proc(&mut st, pid, status);
+    }
+
     /// Kills a process from outside, as `kill -9` would.
     pub fn kill_from_outside(&self, pid: u32) {
         let mut st = self.st();
@@ -252,6 +266,19 @@ impl Processes for FakeOs {
             }
         };
         Ok((pid, fut.boxed()))
+    }
+
+    fn watch_child(&self, pid: u32) -> Result<BoxFuture<'static, u32>, OsError> {
+        let st = self.st();
+        let p = st.procs.get(&pid).ok_or_else(|| injected("pidfd_open"))?;
+        let mut rx = p.exit.subscribe();
+        Ok(async move {
+            match rx.wait_for(|v| v.is_some()).await {
+                Ok(v) => v.unwrap_or(255),
+                Err(_) => 255,
+            }
+        }
+        .boxed())
     }
 
     fn watch_foreign(&self, pid: u32) -> Result<BoxFuture<'static, ()>, OsError> {

@@ -82,6 +82,10 @@ pub trait Processes: Send + Sync {
         &self,
         spec: &HolderSpec,
     ) -> Result<(u32, BoxFuture<'static, u32>), OsError>;
+    /// Watches a child of this process (a container's init or exec process,
+    /// reparented to the shim as its subreaper). The future resolves with
+    /// its exit status (128+signal for a signal) once it has been reaped.
+    fn watch_child(&self, pid: u32) -> Result<BoxFuture<'static, u32>, OsError>;
     /// Resolves once `pid`, not a child (adopted after a shim restart), is gone.
     fn watch_foreign(&self, pid: u32) -> Result<BoxFuture<'static, ()>, OsError>;
     /// Sends a signal; a pid that is already gone is not an error.

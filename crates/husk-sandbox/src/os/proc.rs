@@ -99,6 +99,15 @@ impl Processes for LinuxProcesses {
         Ok((pid, exit.boxed()))
     }
 
+    fn watch_child(&self, pid: u32) -> Result<BoxFuture<'static, u32>, OsError> {
+        let fd = pidfd_open(pid)?;
+        Ok(async move {
+            exited(fd, pid).await;
+            holder::reap(pid)
+        }
+        .boxed())
+    }
+
     fn watch_foreign(&self, pid: u32) -> Result<BoxFuture<'static, ()>, OsError> {
         let fd = pidfd_open(pid)?;
         Ok(exited(fd, pid).boxed())

@@ -1,0 +1,169 @@
+//! Delete (a stopped init or exec), removing every container when the pod
+//! shuts down, and the offline clean-up behind `shim delete`.
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// The file in a container's bundle that lets `shim delete` clean up
+/// after a dead shim: which runtime holds the container, and the mounts.
+pub const TASK_RECORD: &str = "husk-task.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub binary: String,
+    pub root: Option<PathBuf>,
+    pub systemd_cgroup: bool,
+    pub mounts: Vec<PathBuf>,
+}
+
+impl TaskRecord {
+    pub(crate) fn save(&self, bundle: &Path) -> Result<()> {
+        let path = bundle.join(TASK_RECORD);
+        let tmp = bundle.join(format!(".{TASK_RECORD}.tmp"));
+        let data = serde_json::to_vec(self).map_err(|e| Error::invalid(e.to_string()))?;
+        std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+/// What Delete reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    pub pid: u32,
+    pub exit: Exit,
+}
+
+impl Tasks {
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        let c = self.get(id)?;
+        if !exec_id.is_empty() {
+            let p = c.process(exec_id)?;
+            if !p.phase().can_delete() {
+                return Err(Error::precondition(
+                    &format!("{id}/{exec_id}"),
+                    "is running; kill it first",
+                ));
+            }
+            c.execs().remove(exec_id);
+            let exit = p.exit.borrow().unwrap_or(Exit {
+                status: 0,
+                at: SystemTime::now(),
+            });
+            return Ok(Deleted { pid: p.pid(), exit });
+        }
+        let _op = c.ops.lock().await;
+        if !self.contains(id) {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        let d = self.remove(&c).await?;
+        self.slots().remove(id);
+        self.events.publish(TaskEvent::Delete {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid: d.pid,
+            status: d.exit.status,
+            at: d.exit.at,
+        });
+        Ok(d)
+    }
+
+    /// Takes a stopped (or never started) container out of the runtime and
+    /// off the host.
+    async fn remove(&self, c: &Arc<Container>) -> Result<Deleted> {
+        let id = c.id.as_str();
+        match c.init.phase() {
+            Phase::Running => {
+                return Err(Error::precondition(id, "is running; kill it first"));
+            }
+            Phase::Created => {
+                // Never started: its init waits in the runtime. Killing it
+                // ourselves skips runc's `delete --force` sleep.
+                let _ = self.host.procs.signal(c.init.pid(), libc::SIGKILL);
+                tokio::time::timeout(KILL_WAIT, c.init.wait())
+                    .await
+                    .map_err(|_| Error::precondition(id, "did not exit after SIGKILL"))?;
+            }
+            Phase::Stopped => {}
+        }
+        let exit = c.init.wait().await;
+        if let Err(e) = c.runtime.delete(id, false).await {
+            tracing::debug!(%id, error = %e, "runtime delete; forcing");
+            c.runtime
+                .delete(id, true)
+                .await
+                .map_err(Error::runtime(id, "delete"))?;
+        }
+        *c.oom.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        for m in c.mounts.iter().rev() {
+            self.host
+                .mounts
+                .unmount(m)
+                .map_err(Error::os(id, "unmount rootfs"))?;
+        }
+        for f in ["init.pid", TASK_RECORD, "log.json"] {
+            let _ = std::fs::remove_file(c.bundle.join(f));
+        }
+        Ok(Deleted {
+            pid: c.init.pid(),
+            exit,
+        })
+    }
+
+    /// Stops and removes every container (the pod is shutting down).
+    pub async fn remove_all(&self) -> Result<()> {
+        self.stop_all(Duration::ZERO).await?;
+        let mut first_err = None;
+        for id in self.ids() {
+            match self.delete(&id, "").await {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// `shim delete` for a container whose shim died: force-deletes it in its
+/// runtime and takes its rootfs off. `Ok(false)` when the bundle holds no
+/// record (nothing of husk's there). Blocking: short-lived processes only.
+pub fn reclaim(host: &Host, bundle: &Path, default_root: &Path) -> Result<bool> {
+    let path = bundle.join(TASK_RECORD);
+    let rec: TaskRecord = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?,
+        Err(_) => return Ok(false),
+    };
+    husk_sandbox::id::validate(&rec.id)?;
+    let root = rec
+        .root
+        .clone()
+        .unwrap_or_else(|| default_root.to_path_buf());
+    let mut cmd = std::process::Command::new(&rec.binary);
+    cmd.arg("--root").arg(&root);
+    if rec.systemd_cgroup {
+        cmd.arg("--systemd-cgroup");
+    }
+    let out = cmd
+        .args(["delete", "--force", &rec.id])
+        .stdin(std::process::Stdio::null())
+        .output();
+    if let Ok(o) = &out {
+        if !o.status.success() {
+            tracing::debug!(id = %rec.id, stderr = %String::from_utf8_lossy(&o.stderr), "runtime delete");
+        }
+    }
+    for m in rec.mounts.iter().rev() {
+        host.mounts
+            .unmount(m)
+            .map_err(Error::os(&rec.id, "unmount rootfs"))?;
+    }
+    for f in ["init.pid", TASK_RECORD, "log.json"] {
+        let _ = std::fs::remove_file(bundle.join(f));
+    }
+    Ok(true)
+}

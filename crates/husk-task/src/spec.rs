@@ -1,0 +1,192 @@
+//! What the engine reads of a bundle's OCI spec (`config.json`) and of an
+//! exec's process, through the `oci-spec` crate.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+
+use crate::error::{Error, Result};
+
+/// The parts of a container's spec the engine acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// The container's cgroup relative to each hierarchy's root.
+    pub cgroup: Option<PathBuf>,
+    /// Whether the container has a PID namespace of its own; if not, its
+    /// processes outlive its init unless the engine kills them.
+    pub own_pid_ns: bool,
+    pub terminal: bool,
+}
+
+/// Reads `<bundle>/config.json`. Missing or invalid is InvalidArgument.
+pub fn load(bundle: &Path) -> Result<ContainerSpec> {
+    let path = bundle.join("config.json");
+    let text =
+        std::fs::read(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    let spec: Spec = serde_json::from_slice(&text)
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    let linux = spec.linux().as_ref();
+    let own_pid_ns = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|nss| nss.iter().find(|n| n.typ() == LinuxNamespaceType::Pid))
+        .is_some_and(|n| n.path().is_none());
+    let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
+        Some(p) => Some(cgroup_rel(&p.to_string_lossy())?),
+        None => None,
+    };
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    Ok(ContainerSpec {
+        cgroup,
+        own_pid_ns,
+        terminal,
+    })
+}
+
+/// Checks an exec's process JSON before the runtime sees it.
+pub fn check_process(json: &[u8]) -> Result<Process> {
+    let p: Process =
+        serde_json::from_slice(json).map_err(|e| Error::invalid(format!("exec process: {e}")))?;
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::invalid("exec process: no args"));
+    }
+    Ok(p)
+}
+
+/// Checks Update's resources (OCI `LinuxResources` JSON) and returns them
+/// re-encoded, so the runtime gets only what was understood.
+pub fn check_resources(json: &[u8]) -> Result<Vec<u8>> {
+    let r: LinuxResources = serde_json::from_slice(json)
+        .map_err(|e| Error::invalid(format!("update resources: {e}")))?;
+    if let Some(cpu) = r.cpu() {
+        if cpu.shares() == Some(0) || cpu.quota().is_some_and(|q| q < -1 || q == 0) {
+            return Err(Error::invalid(
+                "update resources: invalid cpu shares or quota",
+            ));
+        }
+    }
+    if let Some(mem) = r.memory() {
+        if mem
+            .limit()
+            .is_some_and(|l| l < -1 || (0..4096).contains(&l))
+        {
+            return Err(Error::invalid(
+                "update resources: memory limit must be -1 or at least 4096 bytes",
+            ));
+        }
+    }
+    serde_json::to_vec(&r).map_err(|e| Error::invalid(format!("update resources: {e}")))
+}
+
+/// A cgroupsPath as a path relative to each hierarchy's root: cgroupfs
+/// paths as they are, systemd's `slice:prefix:name` expanded the way
+/// runc's systemd driver places it.
+pub fn cgroup_rel(p: &str) -> Result<PathBuf> {
+    if p.contains("..") {
+        return Err(Error::invalid(format!("cgroupsPath {p:?} contains ..")));
+    }
+    let parts: Vec<&str> = p.split(':').collect();
+    if parts.len() == 3 && !p.starts_with('/') {
+        let (slice, prefix, name) = (parts[0], parts[1], parts[2]);
+        let mut rel = expand_slice(if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        })?;
+        let unit = if name.ends_with(".slice") {
+            name.to_string()
+        } else if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        rel.push(unit);
+        return Ok(rel);
+    }
+    let rel = if p.starts_with('/') {
+        PathBuf::from(p)
+    } else {
+        Path::new("/").join(p)
+    };
+    Ok(rel)
+}
+
+/// `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice`.
+fn expand_slice(slice: &str) -> Result<PathBuf> {
+    let stem = slice
+        .strip_suffix(".slice")
+        .ok_or_else(|| Error::invalid(format!("{slice:?} is not a systemd slice")))?;
+    let mut out = PathBuf::from("/");
+    if stem == "-" {
+        return Ok(out);
+    }
+    let mut acc = String::new();
+    for part in stem.split('-') {
+        if part.is_empty() {
+            return Err(Error::invalid(format!("invalid slice name {slice:?}")));
+        }
+        if !acc.is_empty() {
+            acc.push('-');
+        }
+        acc.push_str(part);
+        out.push(format!("{acc}.slice"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroupfs_and_systemd_paths() {
+        assert_eq!(
+            cgroup_rel("/husk-e2e/c1").unwrap(),
+            PathBuf::from("/husk-e2e/c1")
+        );
+        assert_eq!(cgroup_rel("k/c1").unwrap(), PathBuf::from("/k/c1"));
+        assert_eq!(
+            cgroup_rel("kubepods-besteffort.slice:cri-containerd:abc").unwrap(),
+            PathBuf::from("/kubepods.slice/kubepods-besteffort.slice/cri-containerd-abc.scope")
+        );
+        assert!(cgroup_rel("/a/../b").is_err());
+        assert!(cgroup_rel("notaslice:x:y").is_err());
+    }
+
+    #[test]
+    fn resources_are_checked() {
+        assert!(check_resources(br#"{"memory":{"limit":104857600}}"#).is_ok());
+        assert!(check_resources(br#"{"memory":{"limit":5}}"#).is_err());
+        assert!(check_resources(br#"{"cpu":{"shares":0}}"#).is_err());
+        assert!(check_resources(b"nope").is_err());
+    }
+
+    #[test]
+    fn process_needs_args() {
+        assert!(check_process(br#"{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}"#).is_ok());
+        assert!(check_process(br#"{"cwd":"/","args":[]}"#).is_err());
+        assert!(check_process(b"{").is_err());
+    }
+
+    #[test]
+    fn spec_from_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(load(d.path()), Err(Error::InvalidArgument(_))));
+        std::fs::write(d.path().join("config.json"), "{not json").unwrap();
+        assert!(matches!(load(d.path()), Err(Error::InvalidArgument(_))));
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"ociVersion":"1.2.1","process":{"terminal":true,"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}},
+               "root":{"path":"rootfs"},
+               "linux":{"cgroupsPath":"/p/c1","namespaces":[{"type":"pid"},{"type":"network","path":"/proc/1/ns/net"}]}}"#,
+        )
+        .unwrap();
+        let s = load(d.path()).unwrap();
+        assert_eq!(s.cgroup, Some(PathBuf::from("/p/c1")));
+        assert!(s.own_pid_ns);
+        assert!(s.terminal);
+    }
+}
