@@ -179,7 +179,12 @@ start_containerd() {
   if running; then return; fi
   [ -f "$CFG" ] || { log "no config: run 'up' first"; exit 1; }
   rm -f "$SOCK"
-  PATH="$PREFIX/usr/bin:$PATH" setsid "$PREFIX/usr/bin/containerd" --config "$CFG" \
+  # husk's node config: the OCI runtime for husk pods' containers. (A CRI
+  # options table on a sandboxer = 'shim' handler breaks containers on
+  # containerd < 2.4: its client forces them into runc's options type.)
+  printf "BinaryName = '%s'\n" "$(command -v runc)" >"$RUN/husk-runtime.toml"
+  HUSK_CONFIG="$RUN/husk-runtime.toml" PATH="$PREFIX/usr/bin:$PATH" \
+    setsid "$PREFIX/usr/bin/containerd" --config "$CFG" \
     </dev/null >>"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 200); do

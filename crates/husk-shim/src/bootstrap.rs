@@ -66,6 +66,8 @@ pub struct Flags {
     pub socket: Option<String>,
     pub debug: bool,
     pub version: bool,
+    /// `-info`: print a RuntimeInfo (containerd's runtime introspection).
+    pub info: bool,
     pub action: Option<String>,
 }
 
@@ -99,6 +101,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, Boot
             "socket" => f.socket = Some(value(name)?),
             "debug" => f.debug = inline.as_deref() != Some("false"),
             "v" | "version" => f.version = true,
+            "info" => f.info = true,
             other => return Err(BootstrapError::Usage(format!("unknown flag -{other}"))),
         }
     }
@@ -397,6 +400,50 @@ fn wait_readable(fd: &std::os::fd::OwnedFd, limit: std::time::Duration) -> bool 
     )];
     let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
     matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
+/// `-info`: what containerd's introspection asks a shim (`RuntimeInfo`):
+/// husk's name and version, the options it was given, and the OCI
+/// runtime's features (`<runtime> features`, JSON), from which CRI learns,
+/// for one, whether recursive read-only mounts are supported.
+pub fn info(stdin: &[u8]) -> Result<Vec<u8>, BootstrapError> {
+    use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+    let given = if stdin.is_empty() {
+        None
+    } else {
+        Some(Any::parse_from_bytes(stdin).map_err(|e| BootstrapError::Options(e.to_string()))?)
+    };
+    let opts = match &given {
+        Some(a) => crate::runtime_options::decode(&a.type_url, &a.value)
+            .map_err(|e| BootstrapError::Options(e.to_string()))?,
+        None => husk_task::RuntimeOptions::default(),
+    }
+    .or(&husk_task::RuntimeOptions::load(&paths::config_file())?);
+    let out = std::process::Command::new(opts.binary())
+        .arg("features")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io_err("run", opts.binary()))?;
+    if !out.status.success() {
+        return Err(BootstrapError::Options(format!(
+            "{} features: {}",
+            opts.binary(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut features = Any::new();
+    features.type_url =
+        "types.containerd.io/opencontainers/runtime-spec/1/features/Features".into();
+    features.value = out.stdout;
+    let mut version = RuntimeVersion::new();
+    version.version = env!("CARGO_PKG_VERSION").into();
+    let mut ri = RuntimeInfo::new();
+    ri.name = "io.containerd.husk.v1".into();
+    ri.version = MessageField::some(version);
+    ri.options = given.into();
+    ri.features = MessageField::some(features);
+    ri.write_to_bytes()
+        .map_err(|e| BootstrapError::Options(format!("encoding RuntimeInfo: {e}")))
 }
 
 /// Writes bytes to stdout and flushes.

@@ -50,6 +50,15 @@ pub fn console_dir() -> PathBuf {
     run_root().join("c")
 }
 
+/// husk's node config (runtime options as TOML: BinaryName, Root,
+/// SystemdCgroup): `HUSK_CONFIG`, else /etc/husk/runtime.toml.
+pub fn config_file() -> PathBuf {
+    std::env::var_os("HUSK_CONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/husk/runtime.toml"))
+}
+
 /// containerd namespaces follow the same identifier rules as ids.
 pub fn validate_namespace(ns: &str) -> Result<(), String> {
     husk_sandbox::id::validate(ns).map_err(|e| format!("namespace: {e}"))

@@ -11,14 +11,22 @@ use tokio::sync::watch;
 pub struct Pod {
     pub sandboxes: Engine,
     pub tasks: Tasks,
+    /// The node's runtime options (husk's config file), for what
+    /// containerd's options leave unset.
+    pub runtime_defaults: husk_task::RuntimeOptions,
     exit: watch::Sender<bool>,
 }
 
 impl Pod {
-    pub fn new(sandboxes: Engine, tasks: Tasks) -> Arc<Pod> {
+    pub fn new(
+        sandboxes: Engine,
+        tasks: Tasks,
+        runtime_defaults: husk_task::RuntimeOptions,
+    ) -> Arc<Pod> {
         Arc::new(Pod {
             sandboxes,
             tasks,
+            runtime_defaults,
             exit: watch::channel(false).0,
         })
     }

@@ -197,7 +197,11 @@ async fn run(
         &flags.namespace,
         paths::console_dir(),
     );
-    let pod = Pod::new(engine, tasks);
+    let defaults = husk_task::RuntimeOptions::load(&paths::config_file()).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "husk config ignored");
+        husk_task::RuntimeOptions::default()
+    });
+    let pod = Pod::new(engine, tasks, defaults);
     let service = Arc::new(SandboxService::new(pod.clone()));
     let tasks = Arc::new(TaskService::new(pod.clone()));
 

@@ -30,6 +30,21 @@ impl TaskService {
         TaskService { pod }
     }
 
+    /// The files of the pod the shim holds (one sandbox per shim), for
+    /// the container to mount.
+    fn pod_files(&self) -> Vec<PathBuf> {
+        let ids = self.pod.sandboxes.ids();
+        match ids.as_slice() {
+            [id] => self
+                .pod
+                .sandboxes
+                .view(id)
+                .map(|v| v.files)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The id names the sandbox itself (not one of its containers).
     fn is_sandbox(&self, id: &str) -> bool {
         !self.pod.tasks.contains(id) && self.pod.sandboxes.status(id, false).is_ok()
@@ -94,8 +109,9 @@ impl Task for TaskService {
             }
             let options = match req.options.as_ref() {
                 Some(a) => crate::runtime_options::decode(&a.type_url, &a.value)?,
-                None => Default::default(),
-            };
+                None => husk_task::RuntimeOptions::default(),
+            }
+            .or(&self.pod.runtime_defaults);
             let pid = self
                 .pod
                 .tasks
@@ -110,6 +126,7 @@ impl Task for TaskService {
                         terminal: req.terminal,
                     },
                     options,
+                    pod_files: self.pod_files(),
                 })
                 .await?;
             let mut resp = api::CreateTaskResponse::new();

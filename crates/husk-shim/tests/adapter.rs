@@ -46,7 +46,7 @@ async fn rig() -> Rig {
         "test",
         sockdir.path().join("c"),
     );
-    let pod = Pod::new(engine, tasks);
+    let pod = Pod::new(engine, tasks, Default::default());
     let svc = Arc::new(SandboxService::new(pod.clone()));
     let tsvc = Arc::new(TaskService::new(pod.clone()));
     let addr = format!("unix://{}/s.sock", sockdir.path().display());

@@ -1228,3 +1228,59 @@ async fn delete_of_a_live_shim_leaves_nothing() {
     std::thread::sleep(Duration::from_millis(100));
     p.assert_clean();
 }
+
+#[test]
+fn info_reports_the_oci_runtimes_features() {
+    if !root() {
+        return;
+    }
+    use containerd_shim_protos::types::introspection::RuntimeInfo;
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc installed (scripts/containerd-env.sh installs it)");
+    // The options containerd passes on stdin: CRI's runtimeoptions with TOML.
+    let body = format!("BinaryName = '{runc}'\n");
+    let mut opts = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+    opts.type_url = "runtimeoptions.v1.Options".into();
+    opts.value = [vec![3 << 3 | 2, body.len() as u8], body.into_bytes()].concat();
+    let mut child = Command::new(SHIM)
+        .arg("-info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&opts.write_to_bytes().unwrap())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let info = RuntimeInfo::parse_from_bytes(&out.stdout).unwrap();
+    assert_eq!(info.name, "io.containerd.husk.v1");
+    assert_eq!(info.options.type_url, "runtimeoptions.v1.Options");
+    let f: serde_json::Value = serde_json::from_slice(&info.features.value).unwrap();
+    assert!(
+        f["mountOptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "rro"),
+        "runc 1.1's features say it supports recursive read-only mounts"
+    );
+    // A runtime that is not there is a clear error.
+    let bad = Command::new(SHIM)
+        .arg("-info")
+        .env("HUSK_CONFIG", "/nonexistent")
+        .env("PATH", "/nonexistent")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("runc"));
+}

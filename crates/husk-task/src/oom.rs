@@ -93,9 +93,17 @@ pub fn watch(
                     if !dir.exists() {
                         return;
                     }
-                    if take_new(&f, &r2) {
-                        on_oom();
-                    }
+                    // It fires as the OOM starts, before the kernel counts
+                    // the kill: count it now, so the exit path does not
+                    // report it again.
+                    let counted = std::fs::read_to_string(&f)
+                        .ok()
+                        .as_deref()
+                        .and_then(oom_kills)
+                        .unwrap_or(0);
+                    let before = r2.load(Ordering::SeqCst);
+                    r2.store(counted.max(before + 1), Ordering::SeqCst);
+                    on_oom();
                 }
             });
             return Ok(OomWatch {

@@ -44,6 +44,25 @@ impl RuntimeOptions {
         Ok(opts)
     }
 
+    /// Fills what containerd left unset from the node's defaults.
+    pub fn or(self, defaults: &RuntimeOptions) -> RuntimeOptions {
+        RuntimeOptions {
+            binary_name: self.binary_name.or_else(|| defaults.binary_name.clone()),
+            root: self.root.or_else(|| defaults.root.clone()),
+            systemd_cgroup: self.systemd_cgroup || defaults.systemd_cgroup,
+        }
+    }
+
+    /// The node's defaults: the TOML file `path`, if it exists.
+    pub fn load(path: &std::path::Path) -> Result<RuntimeOptions> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => RuntimeOptions::from_toml(&s)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeOptions::default()),
+            Err(e) => Err(Error::invalid(format!("{}: {e}", path.display()))),
+        }
+    }
+
     pub fn binary(&self) -> &str {
         self.binary_name.as_deref().unwrap_or("runc")
     }
@@ -63,6 +82,22 @@ mod tests {
         assert!(o.systemd_cgroup);
         assert_eq!(o.root, Some(PathBuf::from("/run/x")));
         assert_eq!(RuntimeOptions::from_toml("").unwrap().binary(), "runc");
+    }
+
+    #[test]
+    fn containerd_options_win_over_node_defaults() {
+        let node =
+            RuntimeOptions::from_toml("BinaryName = '/opt/runc'\nSystemdCgroup = true").unwrap();
+        assert_eq!(RuntimeOptions::default().or(&node), node);
+        let mine = RuntimeOptions::from_toml("BinaryName = '/usr/sbin/runc'").unwrap();
+        assert_eq!(mine.or(&node).binary(), "/usr/sbin/runc");
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            RuntimeOptions::load(&d.path().join("none")).unwrap(),
+            RuntimeOptions::default()
+        );
+        std::fs::write(d.path().join("bad"), "BinaryName = 1").unwrap();
+        assert!(RuntimeOptions::load(&d.path().join("bad")).is_err());
     }
 
     #[test]

@@ -46,6 +46,77 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec> {
     })
 }
 
+/// Gives a container the pod's files, as CRI does for its own pods: with
+/// a sandbox shim, containerd leaves `/etc/hostname`, `/etc/hosts`,
+/// `/etc/resolv.conf` and `/dev/shm` to the sandbox's owner. Each is a
+/// bind mount of the pod's file, added unless the spec already mounts
+/// something there (the pod's shm replaces the default tmpfs). The spec is
+/// edited as plain JSON so nothing it holds is lost. Returns the
+/// destinations added.
+pub fn add_pod_mounts(bundle: &Path, pod_files: &[PathBuf]) -> Result<Vec<&'static str>> {
+    let path = bundle.join("config.json");
+    let text =
+        std::fs::read(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    let readonly = spec
+        .pointer("/root/readonly")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let host_ipc = spec
+        .pointer("/linux/namespaces")
+        .and_then(|v| v.as_array())
+        .is_some_and(|nss| !nss.iter().any(|n| n["type"] == "ipc"));
+    let Some(mounts) = spec
+        .as_object_mut()
+        .map(|o| o.entry("mounts").or_insert_with(|| serde_json::json!([])))
+        .and_then(|m| m.as_array_mut())
+    else {
+        return Err(Error::invalid("config.json: mounts is not a list"));
+    };
+    let file = |name: &str| {
+        pod_files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == name))
+    };
+    let mut added = Vec::new();
+    for (dest, name, ro) in [
+        ("/etc/hostname", "hostname", readonly),
+        ("/etc/hosts", "hosts", readonly),
+        ("/etc/resolv.conf", "resolv.conf", readonly),
+        ("/dev/shm", "shm", false),
+    ] {
+        let Some(src) = file(name) else { continue };
+        if dest == "/dev/shm" && host_ipc {
+            continue;
+        }
+        let existing = mounts.iter().position(|m| m["destination"] == dest);
+        match existing {
+            // The runtime's default /dev/shm is a private tmpfs: the pod's wins.
+            Some(i) if dest == "/dev/shm" && mounts[i]["type"] == "tmpfs" => {
+                mounts.remove(i);
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        mounts.push(serde_json::json!({
+            "destination": dest,
+            "type": "bind",
+            "source": src,
+            "options": ["rbind", "rprivate", if ro { "ro" } else { "rw" }],
+        }));
+        added.push(dest);
+    }
+    if !added.is_empty() {
+        let tmp = bundle.join(".config.json.tmp");
+        let data = serde_json::to_vec(&spec).map_err(|e| Error::invalid(e.to_string()))?;
+        std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    }
+    Ok(added)
+}
+
 /// Checks an exec's process JSON before the runtime sees it.
 pub fn check_process(json: &[u8]) -> Result<Process> {
     let p: Process =
@@ -79,6 +150,21 @@ pub fn check_resources(json: &[u8]) -> Result<Vec<u8>> {
         }
     }
     serde_json::to_vec(&r).map_err(|e| Error::invalid(format!("update resources: {e}")))
+}
+
+/// The cgroup a process is in, relative to the hierarchy's root, from
+/// `/proc/<pid>/cgroup` text: v1's memory line, or v2's `0::` line.
+pub fn proc_cgroup(text: &str, v2: bool) -> Option<PathBuf> {
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (id, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let hit = if v2 {
+            id == "0" && ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == "memory")
+        };
+        (hit && path.starts_with('/')).then(|| PathBuf::from(path))
+    })
 }
 
 /// A cgroupsPath as a path relative to each hierarchy's root: cgroupfs
@@ -157,6 +243,17 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_of_a_process() {
+        let text = "12:pids:/a/b\n9:memory:/husk-e2e/c1\n1:name=systemd:/x\n0::/u/c1\n";
+        assert_eq!(
+            proc_cgroup(text, false),
+            Some(PathBuf::from("/husk-e2e/c1"))
+        );
+        assert_eq!(proc_cgroup(text, true), Some(PathBuf::from("/u/c1")));
+        assert_eq!(proc_cgroup("1:cpu:/x\n", false), None);
+    }
+
+    #[test]
     fn resources_are_checked() {
         assert!(check_resources(br#"{"memory":{"limit":104857600}}"#).is_ok());
         assert!(check_resources(br#"{"memory":{"limit":5}}"#).is_err());
@@ -169,6 +266,45 @@ mod tests {
         assert!(check_process(br#"{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}"#).is_ok());
         assert!(check_process(br#"{"cwd":"/","args":[]}"#).is_err());
         assert!(check_process(b"{").is_err());
+    }
+
+    #[test]
+    fn pod_files_become_mounts() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"ociVersion":"1.2.1","x-unknown":7,"root":{"path":"rootfs"},
+               "mounts":[{"destination":"/etc/hosts","type":"bind","source":"/mine"},
+                         {"destination":"/dev/shm","type":"tmpfs","source":"shm"}],
+               "linux":{"namespaces":[{"type":"ipc","path":"/proc/1/ns/ipc"}]}}"#,
+        )
+        .unwrap();
+        let pod = ["/b/hostname", "/b/hosts", "/b/resolv.conf", "/b/shm"].map(PathBuf::from);
+        let added = add_pod_mounts(d.path(), &pod).unwrap();
+        assert_eq!(added, vec!["/etc/hostname", "/etc/resolv.conf", "/dev/shm"]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
+        assert_eq!(v["x-unknown"], 7, "unknown fields survive");
+        let ms = v["mounts"].as_array().unwrap();
+        assert_eq!(ms.len(), 4);
+        assert!(ms
+            .iter()
+            .any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/mine"));
+        assert!(ms
+            .iter()
+            .any(|m| m["destination"] == "/dev/shm" && m["source"] == "/b/shm"));
+        assert!(
+            add_pod_mounts(d.path(), &pod).unwrap().is_empty(),
+            "idempotent"
+        );
+        // Host IPC: no pod shm.
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"linux":{"namespaces":[]}}"#,
+        )
+        .unwrap();
+        let added = add_pod_mounts(d.path(), &pod).unwrap();
+        assert!(!added.contains(&"/dev/shm"));
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct CreateTask {
     pub rootfs: Vec<Mount>,
     pub io: IoPaths,
     pub options: RuntimeOptions,
+    /// The pod's files (hostname, hosts, resolv.conf, shm) to give the
+    /// container, from the sandbox's read-only view.
+    pub pod_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,16 +43,24 @@ fn run(args: Vec<String>) -> Result<(), BootstrapError> {
             source: e,
         }
     };
+    let stdin = || -> Result<Vec<u8>, BootstrapError> {
+        let mut buf = Vec::new();
+        let input = std::io::stdin();
+        if !input.is_terminal() {
+            input
+                .lock()
+                .read_to_end(&mut buf)
+                .map_err(io("read stdin"))?;
+        }
+        Ok(buf)
+    };
+    if flags.info {
+        let resp = bootstrap::info(&stdin()?)?;
+        return bootstrap::emit(&resp).map_err(io("write"));
+    }
     match flags.action.as_deref() {
         Some("start") => {
-            let mut stdin = Vec::new();
-            let input = std::io::stdin();
-            if !input.is_terminal() {
-                input
-                    .lock()
-                    .read_to_end(&mut stdin)
-                    .map_err(io("read stdin"))?;
-            }
+            let stdin = stdin()?;
             let reply = bootstrap::start(&flags, &stdin)?;
             bootstrap::emit(reply.as_bytes()).map_err(io("write"))
         }

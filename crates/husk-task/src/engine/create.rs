@@ -42,6 +42,7 @@ impl Tasks {
 
     async fn build(&self, req: &CreateTask) -> Result<Arc<Container>> {
         let spec = crate::spec::load(&req.bundle)?;
+        crate::spec::add_pod_mounts(&req.bundle, &req.pod_files)?;
         for m in &req.rootfs {
             if m.kind.is_empty() || m.source.is_empty() {
                 return Err(Error::invalid("rootfs mount needs a type and a source"));
@@ -60,7 +61,7 @@ impl Tasks {
     async fn build_mounted(
         &self,
         req: &CreateTask,
-        spec: ContainerSpec,
+        mut spec: ContainerSpec,
         mounts: &mut Vec<PathBuf>,
     ) -> Result<Arc<Container>> {
         let id = req.id.as_str();
@@ -135,6 +136,13 @@ impl Tasks {
         if let Err(e) = record.save(&req.bundle) {
             let _ = self.host.procs.signal(pid, libc::SIGKILL);
             return Err(undo(e).await);
+        }
+        if spec.cgroup.is_none() {
+            // No cgroupsPath: the runtime chose one; ask the kernel where.
+            let v2 = self.host.cgroups.version() == husk_sandbox::os::CgroupVersion::V2;
+            spec.cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| crate::spec::proc_cgroup(&t, v2));
         }
         let init = Proc::new("", req.io.clone(), Vec::new());
         init.st().pid = pid;
