@@ -160,8 +160,14 @@ EOF
 }
 
 build_image() {
+  # The pause process of runc pods: husk-pause, as built next to the shim.
+  local pause
+  pause="$(dirname "$(husk_shim)")/husk-pause"
+  [ -x "$pause" ] || { log "no $pause: build first (scripts/setup.sh build_release)"; exit 1; }
+  IMAGE_TAR="$CACHE/busybox-oci-$(cat /bin/busybox "$pause" | sha256sum | cut -c1-12).tar"
   [ -f "$IMAGE_TAR" ] && return
-  python3 "$REPO/scripts/mkimage.py" /bin/busybox "$IMAGE_NAME" "$IMAGE_TAR"
+  rm -f "$CACHE"/busybox-oci*.tar
+  python3 "$REPO/scripts/mkimage.py" /bin/busybox "$pause" "$IMAGE_NAME" "$IMAGE_TAR"
 }
 
 running() {

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Builds a one-layer OCI image layout tar around a static busybox.
 
-usage: mkimage.py BUSYBOX NAME OUT.tar
+usage: mkimage.py BUSYBOX PAUSE NAME OUT.tar
 
-The image runs `sleep infinity` by default (good enough as a pause image
-for the runc comparison) and carries busybox's applets as links in /bin.
+The image carries busybox's applets as links in /bin and a pause program
+as /pause, its default entrypoint: as the sandbox image of the runc
+handler it is the pod's pause process, as it would be in Kubernetes (a
+`sleep` there would show up in the pod's process list).
 Deterministic: same input, same digests.
 """
 
@@ -24,7 +26,7 @@ def add(tar: tarfile.TarFile, info: tarfile.TarInfo, data: bytes = b"") -> None:
     tar.addfile(info, io.BytesIO(data) if data else None)
 
 
-def layer(busybox: bytes) -> bytes:
+def layer(busybox: bytes, pause: bytes) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in ["bin", "etc", "tmp", "proc", "sys", "dev"]:
@@ -36,6 +38,10 @@ def layer(busybox: bytes) -> bytes:
         info.size = len(busybox)
         info.mode = 0o755
         add(tar, info, busybox)
+        info = tarfile.TarInfo("pause")
+        info.size = len(pause)
+        info.mode = 0o755
+        add(tar, info, pause)
         for a in APPLETS:
             info = tarfile.TarInfo(f"bin/{a}")
             info.type = tarfile.SYMTYPE
@@ -54,14 +60,14 @@ def blob(tar: tarfile.TarFile, data: bytes) -> str:
 
 
 def main() -> None:
-    busybox_path, name, out = sys.argv[1:4]
-    with open(busybox_path, "rb") as f:
-        lay = layer(f.read())
+    busybox_path, pause_path, name, out = sys.argv[1:5]
+    with open(busybox_path, "rb") as f, open(pause_path, "rb") as p:
+        lay = layer(f.read(), p.read())
     config = json.dumps(
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Entrypoint": ["/bin/sleep", "infinity"], "Env": ["PATH=/bin"]},
+            "config": {"Entrypoint": ["/pause"], "Env": ["PATH=/bin"]},
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(lay).hexdigest()}"]},
         },
         sort_keys=True,

@@ -27,6 +27,12 @@ pub struct Publisher {
 impl Publisher {
     /// Starts the sender task for `address` (containerd's TTRPC_ADDRESS).
     pub fn start(address: String, namespace: String) -> Publisher {
+        // containerd passes a bare socket path; ttrpc wants a URI.
+        let address = if address.contains("://") {
+            address
+        } else {
+            format!("unix://{address}")
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(send_all(address, namespace, rx));
         Publisher { tx }
@@ -55,7 +61,12 @@ async fn send_all(address: String, namespace: String, mut rx: mpsc::UnboundedRec
         let mut delay = Duration::from_millis(10);
         loop {
             if client.is_none() {
-                client = Client::connect(&address).await.ok().map(EventsClient::new);
+                match Client::connect(&address).await {
+                    Ok(c) => client = Some(EventsClient::new(c)),
+                    Err(e) => {
+                        tracing::info!(topic, %address, error = %e, "connecting for events; retrying")
+                    }
+                }
             }
             if let Some(c) = &client {
                 let ctx = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
