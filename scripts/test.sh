@@ -36,8 +36,11 @@ if grep -E "SKIPPED: (privileged|huskctl CLI test needs root|no private containe
   exit 1
 fi
 
+echo "== Kubernetes' CRI validation suite, handlers runc and husk"
+bash scripts/critest.sh target/critest 2>&1 | tee target/critest.log
+
 echo "== demo"
 "$HUSK_BIN/huskctl" demo
 
 echo "== skipped tests (each says why)"
-grep -h "SKIPPED:" target/test.log | sed 's/^[* ]*//; s/[* ]*$//' | sort | uniq -c || echo "none"
+grep -h "SKIPPED" target/test.log target/critest.log | sed 's/^[* ]*//; s/[* ]*$//' | sort | uniq -c || echo "none"
