@@ -164,7 +164,7 @@ build_image() {
   local pause
   pause="$(dirname "$(husk_shim)")/husk-pause"
   [ -x "$pause" ] || { log "no $pause: build first (scripts/setup.sh build_release)"; exit 1; }
-  IMAGE_TAR="$CACHE/busybox-oci-$(cat /bin/busybox "$pause" | sha256sum | cut -c1-12).tar"
+  IMAGE_TAR="$CACHE/busybox-oci-$(cat /bin/busybox "$pause" "$REPO/scripts/mkimage.py" | sha256sum | cut -c1-12).tar"
   [ -f "$IMAGE_TAR" ] && return
   rm -f "$CACHE"/busybox-oci*.tar
   python3 "$REPO/scripts/mkimage.py" /bin/busybox "$pause" "$IMAGE_NAME" "$IMAGE_TAR"

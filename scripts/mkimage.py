@@ -16,7 +16,7 @@ import json
 import sys
 import tarfile
 
-APPLETS = ["sh", "sleep", "cat", "ls", "echo", "hostname", "ps", "id", "true", "false", "ip", "wget"]
+APPLETS = ["sh", "sleep", "cat", "ls", "echo", "hostname", "ps", "id", "true", "false", "ip", "wget", "httpd", "tail", "head"]
 
 
 def add(tar: tarfile.TarFile, info: tarfile.TarInfo, data: bytes = b"") -> None:

@@ -24,6 +24,8 @@ pub struct Env {
     pub state: PathBuf,
     pub cgroup_parent: String,
     pub pidfile: PathBuf,
+    /// The image containers run (busybox, imported by containerd-env.sh).
+    pub image: String,
 }
 
 impl Env {
@@ -41,6 +43,8 @@ impl Env {
             pidfile: std::env::var_os("HUSK_E2E_PIDFILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "/run/husk-e2e/containerd.pid".into()),
+            image: std::env::var("HUSK_E2E_IMAGE")
+                .unwrap_or_else(|_| "husk.local/busybox:1".into()),
         })
     }
 
@@ -303,4 +307,187 @@ pub fn containerd_version(pid: u32) -> Option<(u32, u32, u32)> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().ok());
     Some((it.next()??, it.next()??, it.next()??))
+}
+
+// ---- containers ------------------------------------------------------
+
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerStatsRequest, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, RemoveContainerRequest,
+    StartContainerRequest, StopContainerRequest, UpdateContainerResourcesRequest,
+};
+
+/// A container of the e2e image running `args` (through `sh -c` when one
+/// string), its log at `<pod log dir>/<name>.log`.
+pub fn container_config(env: &Env, name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: env.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            resources: Some(LinuxContainerResources::default()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn status_err(what: &'static str) -> impl Fn(tonic::Status) -> anyhow::Error {
+    move |s| anyhow!("{what}: {}: {}", s.code(), s.message())
+}
+
+/// CreateContainer + StartContainer; returns the container id.
+pub async fn run_container(
+    cri: &mut Cri,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String> {
+    let id = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .map_err(status_err("CreateContainer"))?
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .map_err(status_err("StartContainer"))?;
+    Ok(id)
+}
+
+/// ContainerStatus: the status and the verbose info JSON.
+pub async fn container_status(
+    cri: &mut Cri,
+    id: &str,
+) -> Result<(k8s_cri::v1::ContainerStatus, serde_json::Value)> {
+    let r = cri
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .map_err(status_err("ContainerStatus"))?
+        .into_inner();
+    let info = r
+        .info
+        .get("info")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok((r.status.context("no status")?, info))
+}
+
+/// Waits until the container has exited; returns its status.
+pub async fn wait_exited(
+    cri: &mut Cri,
+    id: &str,
+    secs: u64,
+) -> Result<k8s_cri::v1::ContainerStatus> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (st, _) = container_status(cri, id).await?;
+        if st.state == k8s_cri::v1::ContainerState::ContainerExited as i32 {
+            return Ok(st);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("container {id} still {} after {secs} s", st.state);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// ExecSync: (exit code, stdout, stderr).
+pub async fn exec_sync(
+    cri: &mut Cri,
+    id: &str,
+    cmd: &[&str],
+    timeout_secs: i64,
+) -> Result<(i32, String, String)> {
+    let r = cri
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: timeout_secs,
+        })
+        .await
+        .map_err(status_err("ExecSync"))?
+        .into_inner();
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    ))
+}
+
+pub async fn stop_container(cri: &mut Cri, id: &str, timeout: i64) -> Result<()> {
+    cri.stop_container(StopContainerRequest {
+        container_id: id.into(),
+        timeout,
+    })
+    .await
+    .map_err(status_err("StopContainer"))?;
+    Ok(())
+}
+
+pub async fn remove_container(cri: &mut Cri, id: &str) -> Result<()> {
+    cri.remove_container(RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map_err(status_err("RemoveContainer"))?;
+    Ok(())
+}
+
+pub async fn container_stats(cri: &mut Cri, id: &str) -> Result<k8s_cri::v1::ContainerStats> {
+    cri.container_stats(ContainerStatsRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map_err(status_err("ContainerStats"))?
+    .into_inner()
+    .stats
+    .context("no stats")
+}
+
+pub async fn update_resources(
+    cri: &mut Cri,
+    id: &str,
+    resources: LinuxContainerResources,
+) -> Result<()> {
+    cri.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.into(),
+        linux: Some(resources),
+        ..Default::default()
+    })
+    .await
+    .map_err(status_err("UpdateContainerResources"))?;
+    Ok(())
+}
+
+/// The v1 memory cgroup directory of a process, from /proc/<pid>/cgroup.
+pub fn memory_cgroup_of(pid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = husk_task::spec::proc_cgroup(&text, false)?;
+    Some(Path::new("/sys/fs/cgroup/memory").join(rel.strip_prefix("/").ok()?))
 }

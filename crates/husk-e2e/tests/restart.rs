@@ -109,3 +109,153 @@ async fn a_killed_husk_shim_is_noticed_and_cleaned_up() {
     remove_pod(&mut cri, &id).await.unwrap();
     pod.assert_gone().await.unwrap();
 }
+
+/// A husk pod with a log directory, and one container in it printing a
+/// tick every 100 ms; returns (pod id, pod, container id, its pid, logs).
+async fn pod_with_ticker(
+    env: &Env,
+    cri: &mut Cri,
+    name: &str,
+) -> (String, HuskPod, String, u32, tempfile::TempDir) {
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = pod_config(env, name, &uid(name), false);
+    config.log_directory = logs.path().display().to_string();
+    let id = run_pod(cri, config.clone(), "husk").await.unwrap();
+    let (_, info) = pod_status(cri, &id).await.unwrap();
+    let pod = HuskPod::from_info(&id, &info).unwrap();
+    let c = run_container(
+        cri,
+        &id,
+        &config,
+        container_config(env, "ticker", "while true; do echo tick; sleep 0.1; done"),
+    )
+    .await
+    .unwrap();
+    let (_, cinfo) = container_status(cri, &c).await.unwrap();
+    let pid = cinfo["pid"].as_u64().unwrap() as u32;
+    (id, pod, c, pid, logs)
+}
+
+fn ticks(logs: &tempfile::TempDir) -> usize {
+    std::fs::read_to_string(logs.path().join("ticker.log"))
+        .map(|s| s.lines().filter(|l| l.ends_with(" tick")).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn containers_survive_a_containerd_restart() {
+    let Some(env) = test_env() else { return };
+    let _g = SERIAL.lock().await;
+    let mut cri = connect(&env.socket).await.unwrap();
+    let (id, pod, c, pid, logs) = pod_with_ticker(&env, &mut cri, "ctr-restart").await;
+    eventually("the first ticks in the log", 10, || ticks(&logs) > 2)
+        .await
+        .unwrap();
+    drop(cri);
+    let cd = env.containerd_pid().unwrap();
+    signal(cd, nix::sys::signal::Signal::SIGTERM);
+    eventually("containerd to stop", 20, || !alive(cd))
+        .await
+        .unwrap();
+    // Output while nobody reads the FIFO stays in it; the process runs on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(pid), "the container runs on without containerd");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/containerd-env.sh"
+    );
+    assert!(Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .status()
+        .unwrap()
+        .success());
+    let mut cri = connect(&env.socket).await.unwrap();
+    let (st, _) = container_status(&mut cri, &c).await.unwrap();
+    assert_eq!(
+        st.state,
+        k8s_cri::v1::ContainerState::ContainerRunning as i32
+    );
+    let (code, out, _) = exec_sync(&mut cri, &c, &["echo", "still-here"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, out.trim()),
+        (0, "still-here"),
+        "exec works after the restart"
+    );
+    let before = ticks(&logs);
+    eventually("the log to resume", 10, || ticks(&logs) > before + 3)
+        .await
+        .unwrap();
+    stop_pod(&mut cri, &id).await.unwrap();
+    remove_pod(&mut cri, &id).await.unwrap();
+    pod.assert_gone().await.unwrap();
+    assert!(!alive(pid));
+    assert!(mounts_mentioning(&c).is_empty());
+}
+
+#[tokio::test]
+async fn a_killed_container_process_exits_137() {
+    let Some(env) = test_env() else { return };
+    let _g = SERIAL.lock().await;
+    let mut cri = connect(&env.socket).await.unwrap();
+    let (id, pod, c, pid, _logs) = pod_with_ticker(&env, &mut cri, "ctr-kill9").await;
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    let st = wait_exited(&mut cri, &c, 10).await.unwrap();
+    assert_eq!(st.exit_code, 137);
+    // The pod serves on: a new container runs in it.
+    let (_, config) = (0, pod_config(&env, "ctr-kill9", &uid("ctr-kill9"), false));
+    let c2 = run_container(
+        &mut cri,
+        &id,
+        &config,
+        container_config(&env, "again", "exit 0"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wait_exited(&mut cri, &c2, 10).await.unwrap().exit_code, 0);
+    stop_pod(&mut cri, &id).await.unwrap();
+    remove_pod(&mut cri, &id).await.unwrap();
+    pod.assert_gone().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_shim_with_containers_leaves_nothing() {
+    let Some(env) = test_env() else { return };
+    let _g = SERIAL.lock().await;
+    let mut cri = connect(&env.socket).await.unwrap();
+    let (id, pod, c, pid, _logs) = pod_with_ticker(&env, &mut cri, "ctr-shimkill").await;
+    let shim = husk_shim_pid(&id).unwrap();
+    signal(shim, nix::sys::signal::Signal::SIGKILL);
+    // containerd runs `delete` for the pod and its container: both die.
+    eventually("the container to be cleaned up", 15, || !alive(pid))
+        .await
+        .unwrap();
+    eventually("the holder to be cleaned up", 15, || !alive(pod.holder))
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok((st, _)) = container_status(&mut cri, &c).await {
+            if st.state == k8s_cri::v1::ContainerState::ContainerExited as i32 {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "container never reported exited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_pod(&mut cri, &id).await.unwrap();
+    remove_pod(&mut cri, &id).await.unwrap();
+    pod.assert_gone().await.unwrap();
+    assert!(
+        mounts_mentioning(&c).is_empty(),
+        "{:?}",
+        mounts_mentioning(&c)
+    );
+    let runc_state = husk_shim::paths::runtime_root("k8s.io").join(&c);
+    assert!(!runc_state.exists(), "runc state left");
+}

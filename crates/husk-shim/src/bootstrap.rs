@@ -306,6 +306,14 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
     resp.exited_at = MessageField::some(convert::timestamp(to_time(now_nanos())));
     let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
     let host = Host::linux(exe)?;
+    // The pod's containers first (containerd 2.1 runs delete for the pod
+    // only), then the pod.
+    let runtime_root = paths::runtime_root(&flags.namespace);
+    husk_task::engine::reclaim_all(
+        &host,
+        &paths::task_registry(&flags.namespace, &flags.id),
+        &runtime_root,
+    )?;
     if let Some(found) = husk_sandbox::engine::reclaim(&host, &store, &flags.id)? {
         resp.pid = found.pid;
         if let Some(exit) = found.exit {
@@ -319,7 +327,7 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
             Some(b) => b.clone(),
             None => std::env::current_dir().map_err(io_err("locate", "."))?,
         };
-        husk_task::engine::reclaim(&host, &bundle, &paths::runtime_root(&flags.namespace))?;
+        husk_task::engine::reclaim(&host, &bundle, &runtime_root)?;
     }
     let sock = paths::socket_path(&flags.namespace, &flags.id);
     if killed_server || !socket_alive(&sock) {

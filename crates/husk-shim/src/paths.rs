@@ -40,6 +40,12 @@ pub fn state_root(ns: &str) -> PathBuf {
     run_root().join("state").join(ns)
 }
 
+/// The registry of a pod's live containers (their bundles), inside the
+/// pod's state directory.
+pub fn task_registry(ns: &str, id: &str) -> PathBuf {
+    state_root(ns).join(id).join("tasks")
+}
+
 /// The OCI runtime's state root for containers of `ns` (runc `--root`).
 pub fn runtime_root(ns: &str) -> PathBuf {
     run_root().join("runc").join(ns)

@@ -196,7 +196,8 @@ async fn run(
         events,
         &flags.namespace,
         paths::console_dir(),
-    );
+    )
+    .with_registry(paths::task_registry(&flags.namespace, &flags.id));
     let defaults = husk_task::RuntimeOptions::load(&paths::config_file()).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "husk config ignored");
         husk_task::RuntimeOptions::default()

@@ -133,7 +133,10 @@ impl Tasks {
             systemd_cgroup: req.options.systemd_cgroup,
             mounts: mounts.clone(),
         };
-        if let Err(e) = record.save(&req.bundle) {
+        if let Err(e) = record
+            .save(&req.bundle)
+            .and_then(|()| self.register(&record))
+        {
             let _ = self.host.procs.signal(pid, libc::SIGKILL);
             return Err(undo(e).await);
         }

@@ -20,12 +20,57 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     pub(crate) fn save(&self, bundle: &Path) -> Result<()> {
-        let path = bundle.join(TASK_RECORD);
-        let tmp = bundle.join(format!(".{TASK_RECORD}.tmp"));
+        self.save_as(&bundle.join(TASK_RECORD))
+    }
+
+    /// Writes the record to `path` atomically (temp file, rename).
+    pub(crate) fn save_as(&self, path: &Path) -> Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
         let data = serde_json::to_vec(self).map_err(|e| Error::invalid(e.to_string()))?;
         std::fs::write(&tmp, data)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+    }
+
+    fn load(path: &Path) -> Result<Option<TaskRecord>> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::invalid(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Force-deletes the container in its runtime and takes its rootfs
+    /// off. Blocking: short-lived processes only.
+    fn reclaim(&self, host: &Host, default_root: &Path) -> Result<()> {
+        husk_sandbox::id::validate(&self.id)?;
+        let root = self
+            .root
+            .clone()
+            .unwrap_or_else(|| default_root.to_path_buf());
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("--root").arg(&root);
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        let out = cmd
+            .args(["delete", "--force", &self.id])
+            .stdin(std::process::Stdio::null())
+            .output();
+        if let Ok(o) = &out {
+            if !o.status.success() {
+                tracing::debug!(id = %self.id, stderr = %String::from_utf8_lossy(&o.stderr), "runtime delete");
+            }
+        }
+        for m in self.mounts.iter().rev() {
+            host.mounts
+                .unmount(m)
+                .map_err(Error::os(&self.id, "unmount rootfs"))?;
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +105,7 @@ impl Tasks {
         }
         let d = self.remove(&c).await?;
         self.slots().remove(id);
+        self.unregister(id);
         self.events.publish(TaskEvent::Delete {
             container_id: id.to_string(),
             id: id.to_string(),
@@ -128,40 +174,46 @@ impl Tasks {
     }
 }
 
-/// `shim delete` for a container whose shim died: force-deletes it in its
-/// runtime and takes its rootfs off. `Ok(false)` when the bundle holds no
-/// record (nothing of husk's there). Blocking: short-lived processes only.
-pub fn reclaim(host: &Host, bundle: &Path, default_root: &Path) -> Result<bool> {
-    let path = bundle.join(TASK_RECORD);
-    let rec: TaskRecord = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?,
-        Err(_) => return Ok(false),
+/// `shim delete` of a pod whose shim died: reclaims every container the
+/// registry holds, then the registry. Returns how many it reclaimed.
+pub fn reclaim_all(host: &Host, registry: &Path, default_root: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(registry) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::invalid(format!("{}: {e}", registry.display()))),
     };
-    husk_sandbox::id::validate(&rec.id)?;
-    let root = rec
-        .root
-        .clone()
-        .unwrap_or_else(|| default_root.to_path_buf());
-    let mut cmd = std::process::Command::new(&rec.binary);
-    cmd.arg("--root").arg(&root);
-    if rec.systemd_cgroup {
-        cmd.arg("--systemd-cgroup");
-    }
-    let out = cmd
-        .args(["delete", "--force", &rec.id])
-        .stdin(std::process::Stdio::null())
-        .output();
-    if let Ok(o) = &out {
-        if !o.status.success() {
-            tracing::debug!(id = %rec.id, stderr = %String::from_utf8_lossy(&o.stderr), "runtime delete");
+    let mut n = 0;
+    let mut first_err = None;
+    for entry in entries.flatten() {
+        let r = TaskRecord::load(&entry.path())
+            .and_then(|rec| rec.map(|r| r.reclaim(host, default_root)).transpose());
+        match r {
+            Ok(found) => {
+                n += usize::from(found.is_some());
+                let _ = std::fs::remove_file(entry.path());
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
-    for m in rec.mounts.iter().rev() {
-        host.mounts
-            .unmount(m)
-            .map_err(Error::os(&rec.id, "unmount rootfs"))?;
+    match first_err {
+        Some(e) => Err(e),
+        None => {
+            let _ = std::fs::remove_dir(registry);
+            Ok(n)
+        }
     }
+}
+
+/// `shim delete` run for one container (`-id` a container) whose shim
+/// died: from the record in its bundle. `Ok(false)`
+/// when the bundle holds none (nothing of husk's there).
+pub fn reclaim(host: &Host, bundle: &Path, default_root: &Path) -> Result<bool> {
+    let Some(rec) = TaskRecord::load(&bundle.join(TASK_RECORD))? else {
+        return Ok(false);
+    };
+    rec.reclaim(host, default_root)?;
     for f in ["init.pid", TASK_RECORD, "log.json"] {
         let _ = std::fs::remove_file(bundle.join(f));
     }

@@ -29,7 +29,7 @@ mod kill;
 mod query;
 mod start;
 
-pub use delete::{reclaim, TaskRecord, TASK_RECORD};
+pub use delete::{reclaim, reclaim_all, TaskRecord, TASK_RECORD};
 
 /// How long the engine waits for a SIGKILLed process to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -183,6 +183,10 @@ pub struct Tasks {
     console_dir: PathBuf,
     slots: Mutex<HashMap<String, Slot>>,
     seq: AtomicU64,
+    /// A directory holding every live container's record (one file per
+    /// container), so that `shim delete` of the pod can reclaim them
+    /// after the shim died: containerd 2.1 runs it for the pod only.
+    registry: Option<PathBuf>,
 }
 
 impl Tasks {
@@ -201,6 +205,30 @@ impl Tasks {
             console_dir,
             slots: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            registry: None,
+        }
+    }
+
+    /// Keeps the registry of live containers in `dir` (see `reclaim_all`).
+    pub fn with_registry(mut self, dir: PathBuf) -> Self {
+        self.registry = Some(dir);
+        self
+    }
+
+    /// Records a live container in the registry: its whole record, since
+    /// containerd may remove the bundle before the pod's `delete` runs.
+    fn register(&self, record: &TaskRecord) -> Result<()> {
+        let Some(dir) = &self.registry else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::invalid(format!("{}: {e}", dir.display())))?;
+        record.save_as(&dir.join(&record.id))
+    }
+
+    fn unregister(&self, id: &str) {
+        if let Some(dir) = &self.registry {
+            let _ = std::fs::remove_file(dir.join(id));
         }
     }
 
