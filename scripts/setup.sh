@@ -40,7 +40,8 @@ check_cargo() {
 }
 
 need_root
-apt_install ca-certificates gcc libc6-dev pkg-config iproute2 util-linux procps protobuf-compiler
+# runc and busybox-static: containers in husk pods (the demo runs one).
+apt_install ca-certificates gcc libc6-dev pkg-config iproute2 util-linux procps protobuf-compiler runc busybox-static
 check_cargo
 
 # Builds release binaries of the shim, husk-pause and huskctl, statically linked: the

@@ -58,6 +58,17 @@ pub fn processes_with_arg(word: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The children of `pid`'s main thread, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Proportional set size in KiB, from /proc/<pid>/smaps_rollup.
 pub fn pss_kib(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;

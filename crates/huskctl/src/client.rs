@@ -88,6 +88,11 @@ pub fn ctx() -> Ctx {
     context::with_timeout(RPC_TIMEOUT.as_nanos() as i64)
 }
 
+/// No deadline: for Wait on a process that may run for a long time.
+pub fn long_ctx() -> Ctx {
+    Ctx::default()
+}
+
 /// Makes a ttrpc status readable: "sandbox x not found (NOT_FOUND)".
 pub fn rpc_err(e: ttrpc::Error) -> anyhow::Error {
     match e {
@@ -98,6 +103,8 @@ pub fn rpc_err(e: ttrpc::Error) -> anyhow::Error {
 
 pub struct Shim {
     pub client: SandboxClient,
+    /// The connection itself, for the Task service on the same socket.
+    pub conn: ttrpc::asynchronous::Client,
     pub address: String,
 }
 
@@ -107,7 +114,8 @@ impl Shim {
             .await
             .map_err(|e| anyhow!("connecting to {address}: {e}"))?;
         Ok(Shim {
-            client: SandboxClient::new(c),
+            client: SandboxClient::new(c.clone()),
+            conn: c,
             address: address.to_string(),
         })
     }

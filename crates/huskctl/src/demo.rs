@@ -12,6 +12,7 @@ use husk_sandbox::{Dns, NsMode, PodConfig};
 use husk_shim::paths;
 
 use crate::client::{self, CreateArgs, Shim};
+use crate::container;
 
 fn step(n: u32, title: &str) {
     println!("\n== {n}. {title}");
@@ -31,6 +32,118 @@ fn hostname_in(pid: u32) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "(nsenter unavailable)".into())
+}
+
+/// What a container left on the host while it ran, checked at the end.
+struct ContainerTraces {
+    id: String,
+    pids: Vec<u32>,
+    cgroup: Option<PathBuf>,
+    runtime_state: PathBuf,
+    rootfs: PathBuf,
+}
+
+impl ContainerTraces {
+    fn leaks(&self) -> Vec<String> {
+        let mut l = Vec::new();
+        for p in self.pids.iter().filter(|p| alive(**p)) {
+            l.push(format!("container {} process {p} alive", self.id));
+        }
+        if let Some(cg) = self.cgroup.as_ref().filter(|d| d.exists()) {
+            l.push(format!("container cgroup {}", cg.display()));
+        }
+        if self.runtime_state.exists() {
+            l.push(format!("runtime state {}", self.runtime_state.display()));
+        }
+        if self.rootfs.exists() {
+            l.push(format!("container rootfs {}", self.rootfs.display()));
+        }
+        l
+    }
+}
+
+/// Steps 5 and 6: a container in the pod, through the Task service.
+async fn container_steps(ns: &str, shim: &Shim, pod: &str, holder: u32) -> Result<ContainerTraces> {
+    step(
+        5,
+        "a container in the pod: Task Create + Start (runc), Exec",
+    );
+    let a = container::RunArgs {
+        pod: pod.to_string(),
+        id: "hello".into(),
+        rootfs: None,
+        memory: Some(64 << 20),
+        share_pid: false,
+        wait: false,
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello from a husk container; cat /etc/hostname; sleep 30 & wait".into(),
+        ],
+    };
+    let t0 = Instant::now();
+    let (cpid, bundle) = container::run(shim, ns, &a).await?;
+    println!(
+        "container {} pid {cpid} created and started in {:.2} ms",
+        a.id,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<5} {:<24} {:<24} same-as-holder",
+        "ns", "container", "holder"
+    );
+    for n in ["net", "ipc", "uts", "pid", "mnt"] {
+        let c = ns_link(&cpid.to_string(), n);
+        let h = ns_link(&holder.to_string(), n);
+        println!("{n:<5} {c:<24} {h:<24} {}", c == h);
+    }
+    let cgroup = memory_cgroup_of(cpid);
+    if let Some(cg) = &cgroup {
+        let limit = fs::read_to_string(cg.join("memory.limit_in_bytes")).unwrap_or_default();
+        println!("cgroup    {} (memory limit {})", cg.display(), limit.trim());
+    }
+    let t0 = Instant::now();
+    let (code, out, _) = container::exec(shim, ns, pod, &a.id, &["id".into()]).await?;
+    println!(
+        "exec id   -> {} (exit {code}, {:.2} ms)",
+        String::from_utf8_lossy(&out).trim(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let mut pids = vec![cpid];
+    pids.extend(husk_sandbox::inspect::children(cpid));
+    step(6, "the container's output, Kill, Wait, Delete");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let log = fs::read_to_string(container::log_file(&bundle)).unwrap_or_default();
+    println!(
+        "--- {}\n{}",
+        container::log_file(&bundle).display(),
+        log.trim_end()
+    );
+    container::kill(shim, &a.id, libc::SIGKILL as u32).await?;
+    let status = container::wait(shim, &a.id, "").await?;
+    println!("exit status {status} (SIGKILL: 128 + 9)");
+    container::remove(shim, ns, pod, &a.id).await?;
+    println!("deleted; bundle {} removed", bundle.display());
+    Ok(ContainerTraces {
+        id: a.id.clone(),
+        pids,
+        cgroup,
+        runtime_state: paths::runtime_root(ns).join(&a.id),
+        rootfs: bundle.join("rootfs"),
+    })
+}
+
+/// The v1 memory cgroup directory of a process (from /proc/<pid>/cgroup).
+fn memory_cgroup_of(pid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v2 = !text.lines().any(|l| l.contains(":memory:"));
+    let rel = husk_task::spec::proc_cgroup(&text, v2)?;
+    let root = if v2 {
+        "/sys/fs/cgroup/unified"
+    } else {
+        "/sys/fs/cgroup/memory"
+    };
+    Some(PathBuf::from(root).join(rel.strip_prefix("/").ok()?))
 }
 
 pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
@@ -148,7 +261,9 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
         println!("  {k:<20} {v}");
     }
 
-    step(5, "StopSandbox (SIGTERM, 5 s grace), then WaitSandbox");
+    let c = container_steps(ns, &shim, &id, pid).await?;
+
+    step(7, "StopSandbox (SIGTERM, 5 s grace), then WaitSandbox");
     let t0 = Instant::now();
     client::stop(&shim, &id, 5).await?;
     println!("stopped in {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
@@ -165,14 +280,14 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     let st = client::status(&shim, &id, false).await?;
     println!("state     {}", st.state);
 
-    step(6, "ShutdownSandbox, then `shim delete` as containerd does");
+    step(8, "ShutdownSandbox, then `shim delete` as containerd does");
     client::shutdown(&shim, &id).await?;
     drop(shim);
     client::delete(&shim_bin, ns, &id, &bundle)?;
     println!("shutdown and delete done");
 
-    step(7, "what is left behind");
-    let mut leaks = Vec::new();
+    step(9, "what is left behind");
+    let mut leaks = c.leaks();
     if alive(pid) {
         leaks.push(format!("holder pid {pid} still alive"));
     }
@@ -225,6 +340,14 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     println!(
         "socket           {}",
         if sock.exists() { "LEFT" } else { "gone" }
+    );
+    println!(
+        "container        {}",
+        if c.leaks().is_empty() {
+            "gone (process, cgroup, runtime state, mounts)"
+        } else {
+            "LEFT"
+        }
     );
     if leaks.is_empty() {
         println!("\nnothing left behind: demo passed");

@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod container;
 mod demo;
 mod output;
 
@@ -113,6 +114,28 @@ enum Cmd {
     Shutdown { id: String },
     /// List sandboxes with state under this namespace.
     Ls,
+    /// Run a container in a pod (Task Create + Start), output to a file.
+    RunContainer(container::RunArgs),
+    /// Run a command in a running container; prints its output, exits with its code.
+    Exec {
+        pod: String,
+        id: String,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// A container's output (stdout and stderr).
+    Logs { pod: String, id: String },
+    /// Signal a container's init (default SIGTERM).
+    Kill {
+        pod: String,
+        id: String,
+        #[arg(long, default_value_t = 15)]
+        signal: u32,
+    },
+    /// Wait for a container to exit; prints its exit status.
+    WaitContainer { pod: String, id: String },
+    /// Kill (if running), delete a container and its bundle.
+    RmContainer { pod: String, id: String },
     /// A whole lifecycle, with what the kernel says at each step.
     Demo,
     /// Latency and memory benchmark.
@@ -288,6 +311,49 @@ async fn run(cli: Cli) -> Result<()> {
                 rows.push(row);
             }
             out.table(&["id", "phase", "pid", "created_at", "bundle"], &rows);
+        }
+        Cmd::RunContainer(a) => {
+            let shim = connect(&cli, &a.pod).await?;
+            let (pid, bundle) = container::run(&shim, &cli.namespace, a).await?;
+            let mut row = json!({"pod": a.pod, "id": a.id, "pid": pid,
+                "bundle": bundle.display().to_string(),
+                "log": container::log_file(&bundle).display().to_string()});
+            if a.wait {
+                row["exit_status"] = container::wait(&shim, &a.id, "").await?.into();
+            }
+            out.record(&row);
+        }
+        Cmd::Exec { pod, id, args } => {
+            let shim = connect(&cli, pod).await?;
+            let (code, stdout, stderr) =
+                container::exec(&shim, &cli.namespace, pod, id, args).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&stdout)?;
+            std::io::stderr().write_all(&stderr)?;
+            if code != 0 {
+                std::process::exit(i32::try_from(code).unwrap_or(255));
+            }
+        }
+        Cmd::Logs { pod, id } => {
+            let f = container::log_file(&container::bundle(&cli.namespace, pod, id));
+            let text = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+            use std::io::Write;
+            std::io::stdout().write_all(&text)?;
+        }
+        Cmd::Kill { pod, id, signal } => {
+            let shim = connect(&cli, pod).await?;
+            container::kill(&shim, id, *signal).await?;
+            out.record(&json!({"id": id, "signal": signal}));
+        }
+        Cmd::WaitContainer { pod, id } => {
+            let shim = connect(&cli, pod).await?;
+            let status = container::wait(&shim, id, "").await?;
+            out.record(&json!({"id": id, "exit_status": status}));
+        }
+        Cmd::RmContainer { pod, id } => {
+            let shim = connect(&cli, pod).await?;
+            let status = container::remove(&shim, &cli.namespace, pod, id).await?;
+            out.record(&json!({"id": id, "removed": true, "exit_status": status}));
         }
         Cmd::Demo => demo::run(&cli.namespace, client::shim_binary(cli.shim.as_deref())).await?,
         Cmd::Bench(b) => {

@@ -121,3 +121,82 @@ fn errors_are_clear() {
         "the failed create left nothing"
     );
 }
+
+#[test]
+fn containers_through_huskctl() {
+    if !root() {
+        return;
+    }
+    let ctl = Ctl {
+        run_root: tempfile::tempdir().unwrap(),
+    };
+    let pod = format!("clic{}", std::process::id());
+    let run = ctl.json(&["run", "--id", &pod, "--hostname", "cli-pod"]);
+    let holder = run["pid"].as_u64().unwrap();
+
+    // A container that exits 3: its status and both output streams.
+    let done = ctl.json(&[
+        "run-container",
+        &pod,
+        "--id",
+        "once",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(done["exit_status"], 3);
+    let logs = ctl.run(&["logs", &pod, "once"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.contains("to-stdout") && text.contains("to-stderr"),
+        "{text}"
+    );
+    ctl.json(&["rm-container", &pod, "once"]);
+
+    // A running container: the pod's namespaces, exec, its exit code.
+    let c = ctl.json(&["run-container", &pod, "--id", "long", "--", "sleep", "30"]);
+    let cpid = c["pid"].as_u64().unwrap();
+    let ino = |pid: u64, ns: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/{ns}"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap()
+    };
+    for ns in ["net", "ipc", "uts"] {
+        assert_eq!(ino(cpid, ns), ino(holder, ns), "{ns} is the pod's");
+    }
+    for ns in ["pid", "mnt"] {
+        assert_ne!(
+            ino(cpid, ns),
+            ino(holder, ns),
+            "{ns} is the container's own"
+        );
+    }
+    let out = ctl.run(&["exec", &pod, "long", "--", "cat", "/etc/hostname"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-pod");
+    let out = ctl.run(&["exec", &pod, "long", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "exec's exit code is huskctl's");
+    // Bad input: an unknown container, a duplicate id.
+    assert!(!ctl
+        .run(&["exec", &pod, "nope", "--", "true"])
+        .status
+        .success());
+    assert!(!ctl
+        .run(&["run-container", &pod, "--id", "long", "--", "true"])
+        .status
+        .success());
+    let rm = ctl.json(&["rm-container", &pod, "long"]);
+    assert_eq!(rm["exit_status"], 137);
+    assert!(!std::path::Path::new(&format!("/proc/{cpid}")).exists());
+
+    ctl.json(&["shutdown", &pod]);
+    let runc_state = ctl.run_root.path().join("runc/clitest");
+    let left: Vec<_> = std::fs::read_dir(&runc_state)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&pod), "mounts left");
+}
