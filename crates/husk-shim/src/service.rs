@@ -83,7 +83,7 @@ pub fn status_response(s: &Status) -> api::SandboxStatusResponse {
 /// Hands freed heap pages back to the kernel. A shim lives as long as its
 /// pod, and the memory that create/start touched once is otherwise kept
 /// resident for the pod's whole life: about 100 KiB per pod.
-fn release_free_heap() {
+pub(crate) fn release_free_heap() {
     // SAFETY: malloc_trim only walks and trims the allocator's own free
     // lists; it takes the allocator's locks and touches no live allocation.
     unsafe {

@@ -154,6 +154,9 @@ impl Task for TaskService {
                 resp.pid = pid;
                 resp
             });
+        // Parsing the spec and running the runtime touched heap the
+        // container's whole life would otherwise keep resident.
+        crate::service::release_free_heap();
         traced("Task.Start", &req.id, t0, r)
     }
 

@@ -200,3 +200,65 @@ fn containers_through_huskctl() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&pod), "mounts left");
 }
+
+/// The server's one thread never blocks: Ping stays fast while container
+/// creates (runc) and a stop escalation (SIGTERM ignored, 1 s grace,
+/// SIGKILL) are in flight in the same shim.
+#[test]
+fn ping_stays_fast_while_containers_are_created_and_stopped() {
+    if !root() {
+        return;
+    }
+    use containerd_shim_protos::sandbox_api::PingRequest;
+    use containerd_shim_protos::sandbox_async::SandboxClient;
+    let ctl = std::sync::Arc::new(Ctl {
+        run_root: tempfile::tempdir().unwrap(),
+    });
+    let pod = format!("clip{}", std::process::id());
+    let run = ctl.json(&["run", "--id", &pod]);
+    let address = run["address"].as_str().unwrap().to_string();
+    // Two containers whose PID 1 ignores SIGTERM: the stop must escalate.
+    for c in ["s0", "s1"] {
+        ctl.json(&["run-container", &pod, "--id", c, "--", "sleep", "100"]);
+    }
+    let busy = {
+        let (ctl, pod) = (ctl.clone(), pod.clone());
+        std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            for c in ["n0", "n1", "n2"] {
+                ctl.json(&["run-container", &pod, "--id", c, "--", "sleep", "100"]);
+            }
+            ctl.json(&["stop", &pod, "--timeout", "1"]);
+            t0.elapsed()
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lat = rt.block_on(async {
+        let c = SandboxClient::new(ttrpc::asynchronous::Client::connect(&address).await.unwrap());
+        let mut req = PingRequest::new();
+        req.sandbox_id = pod.clone();
+        let mut lat = Vec::new();
+        while !busy.is_finished() {
+            let t0 = std::time::Instant::now();
+            // Ready or stopped, the answer is what is timed.
+            let _ = c
+                .ping_sandbox(ttrpc::context::with_timeout(5_000_000_000), &req)
+                .await;
+            lat.push(t0.elapsed());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        lat
+    });
+    let busy_for = busy.join().unwrap();
+    assert!(busy_for >= std::time::Duration::from_secs(1), "the stop escalated");
+    let mut lat = lat;
+    lat.sort();
+    assert!(lat.len() >= 100, "{} pings", lat.len());
+    let p99 = lat[(lat.len() * 99) / 100];
+    eprintln!("ping under load: {} pings, p50 {:?}, p99 {:?}", lat.len(), lat[lat.len() / 2], p99);
+    assert!(p99 < std::time::Duration::from_millis(5), "ping p99 {p99:?}");
+    ctl.json(&["shutdown", &pod]);
+}

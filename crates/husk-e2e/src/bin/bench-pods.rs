@@ -2,6 +2,11 @@
 //! handler `husk` (sandboxer = shim) and on the default `runc` handler
 //! (containerd's Go shim plus a pause container).
 //!
+//! Each pod runs one container (`sleep`): CreateContainer+StartContainer,
+//! ExecSync (`true`, 3 per pod) and StopContainer+RemoveContainer are
+//! timed as well, and PSS is split into what the pod costs (shim, holder
+//! or pause) and the container's own processes.
+//!
 //! usage: bench-pods [-n PODS] [--pss-pods K] [--json]
 //! Needs the private containerd (`scripts/containerd-env.sh up`) and its
 //! env; `scripts/bench-pods.sh` does both.
@@ -72,16 +77,34 @@ fn sandbox_pid(handler: &str, id: &str, info: &serde_json::Value) -> u32 {
 struct Side {
     run: Vec<f64>,
     stop_remove: Vec<f64>,
+    ctr_start: Vec<f64>,
+    exec: Vec<f64>,
+    ctr_stop_remove: Vec<f64>,
     pss_per_pod: f64,
+    pss_container: f64,
+}
+
+/// Runs the bench container in a pod; returns (container id, its pid).
+async fn bench_container(
+    env: &Env,
+    cri: &mut Cri,
+    pod: &str,
+    cfg: &k8s_cri::v1::PodSandboxConfig,
+) -> Result<(String, u32)> {
+    let c = run_container(cri, pod, cfg, container_config(env, "app", "exec sleep 100000")).await?;
+    let (_, info) = container_status(cri, &c).await?;
+    Ok((c, info["pid"].as_u64().unwrap_or(0) as u32))
 }
 
 async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Side> {
     let tag = std::process::id();
     let mut run = Vec::new();
     let mut stop_remove = Vec::new();
+    let (mut ctr_start, mut exec, mut ctr_stop_remove) = (Vec::new(), Vec::new(), Vec::new());
     // A warm-up pod, not counted: first-use costs (image lookup, caches).
     let cfg = pod_config(env, "warm", &format!("{tag}-{handler}-warm"), false);
-    let id = run_pod(cri, cfg, handler).await?;
+    let id = run_pod(cri, cfg.clone(), handler).await?;
+    bench_container(env, cri, &id, &cfg).await?;
     stop_pod(cri, &id).await?;
     remove_pod(cri, &id).await?;
     for i in 0..a.n {
@@ -92,8 +115,23 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
             false,
         );
         let t0 = Instant::now();
-        let id = run_pod(cri, cfg, handler).await?;
+        let id = run_pod(cri, cfg.clone(), handler).await?;
         run.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t0 = Instant::now();
+        let (c, _) = bench_container(env, cri, &id, &cfg).await?;
+        ctr_start.push(t0.elapsed().as_secs_f64() * 1e3);
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let (code, _, _) = exec_sync(cri, &c, &["true"], 10).await?;
+            exec.push(t0.elapsed().as_secs_f64() * 1e3);
+            if code != 0 {
+                bail!("ExecSync true exited {code}");
+            }
+        }
+        let t0 = Instant::now();
+        stop_container(cri, &c, 0).await?;
+        remove_container(cri, &c).await?;
+        ctr_stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
         let t0 = Instant::now();
         stop_pod(cri, &id).await?;
         remove_pod(cri, &id).await?;
@@ -108,26 +146,34 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
             &format!("{tag}-{handler}-m{i}"),
             false,
         );
-        let id = run_pod(cri, cfg, handler).await?;
+        let id = run_pod(cri, cfg.clone(), handler).await?;
         let (_, info) = pod_status(cri, &id).await?;
         let sp = sandbox_pid(handler, &id, &info);
-        alive.push((id, sp));
+        let (_, cpid) = bench_container(env, cri, &id, &cfg).await?;
+        alive.push((id, sp, cpid));
     }
-    let mut total = 0u64;
-    for (id, sp) in &alive {
+    let pss = |p: u32| husk_sandbox::inspect::pss_kib(p).unwrap_or(0);
+    let (mut total, mut ctr_total) = (0u64, 0u64);
+    for (id, sp, cpid) in &alive {
         total += pod_processes(id, *sp)
             .into_iter()
-            .map(|p| husk_sandbox::inspect::pss_kib(p).unwrap_or(0))
+            .filter(|p| p != cpid)
+            .map(pss)
             .sum::<u64>();
+        ctr_total += pss(*cpid);
     }
-    for (id, _) in &alive {
+    for (id, _, _) in &alive {
         stop_pod(cri, id).await?;
         remove_pod(cri, id).await?;
     }
     Ok(Side {
         run,
         stop_remove,
+        ctr_start,
+        exec,
+        ctr_stop_remove,
         pss_per_pod: total as f64 / alive.len() as f64,
+        pss_container: ctr_total as f64 / alive.len() as f64,
     })
 }
 
@@ -173,7 +219,16 @@ async fn main() -> Result<()> {
         pct(&mut runc.stop_remove, 99.0),
         "ms",
     );
+    for (name, h, g) in [
+        ("Create+StartContainer", &mut husk.ctr_start, &mut runc.ctr_start),
+        ("ExecSync", &mut husk.exec, &mut runc.exec),
+        ("Stop+RemoveContainer", &mut husk.ctr_stop_remove, &mut runc.ctr_stop_remove),
+    ] {
+        row(&format!("{name} p50"), pct(h, 50.0), pct(g, 50.0), "ms");
+        row(&format!("{name} p99"), pct(h, 99.0), pct(g, 99.0), "ms");
+    }
     row("PSS per pod", husk.pss_per_pod, runc.pss_per_pod, "KiB");
+    row("PSS container procs", husk.pss_container, runc.pss_container, "KiB");
     if a.json {
         println!(
             "{}",
@@ -182,17 +237,17 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "bench-pods: {} pods per handler through containerd CRI (netns + CNI), {} alive for PSS",
+        "bench-pods: {} pods with one container each, per handler, through containerd CRI (netns + CNI), {} alive for PSS (pod: shim + holder or pause; container processes apart)",
         a.n, a.pss_pods
     );
     println!(
-        "{:<20} {:>12} {:>16} {:>10}",
+        "{:<28} {:>12} {:>16} {:>10}",
         "", "husk", "runc (Go+pause)", "husk/Go"
     );
     for (name, v) in &rows {
         let unit = v["unit"].as_str().unwrap_or("");
         println!(
-            "{:<20} {:>9.2} {:<3}{:>12.2} {:<3}{:>9.3}",
+            "{:<28} {:>9.2} {:<3}{:>12.2} {:<3}{:>9.3}",
             name,
             v["husk"].as_f64().unwrap_or(0.0),
             unit,
