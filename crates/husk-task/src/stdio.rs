@@ -497,6 +497,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn binary_logger_gets_both_streams_and_is_waited_for() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let logger = d.path().join("logger.sh");
+        let out = d.path().join("out");
+        // containerd's protocol: stdout on fd 3, stderr on fd 4, close fd 5
+        // once ready; the container id arrives in the environment.
+        std::fs::write(
+            &logger,
+            "#!/bin/sh\nexec 5>&-\n{ echo \"id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE\"; cat <&3; cat <&4; } > \"$1\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let uri = format!("binary://{}?{}", logger.display(), out.display());
+        let io = IoPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        let (stdio, mut pio) = open(&io, "ns1", "c1").await.unwrap();
+        std::fs::File::from(stdio.stdout.unwrap())
+            .write_all(b"to-out\n")
+            .unwrap();
+        std::fs::File::from(stdio.stderr.unwrap())
+            .write_all(b"to-err\n")
+            .unwrap();
+        pio.drain().await;
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "id=c1 ns=ns1\nto-out\nto-err\n",
+            "the logger ran to the end before drain returned"
+        );
+    }
+
+    #[tokio::test]
     async fn missing_or_wrong_stdio_is_invalid() {
         let io = IoPaths {
             stdout: "/nonexistent/fifo".into(),

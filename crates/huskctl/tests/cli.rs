@@ -24,6 +24,7 @@ impl Ctl {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(HUSKCTL)
             .env("HUSK_RUN_ROOT", self.run_root.path())
+            .env("HUSK_CONFIG", self.run_root.path().join("runtime.toml"))
             .args(["--namespace", "clitest"])
             .args(args)
             .output()
@@ -237,7 +238,11 @@ fn ping_stays_fast_while_containers_are_created_and_stopped() {
         .build()
         .unwrap();
     let lat = rt.block_on(async {
-        let c = SandboxClient::new(ttrpc::asynchronous::Client::connect(&address).await.unwrap());
+        let c = SandboxClient::new(
+            ttrpc::asynchronous::Client::connect(&address)
+                .await
+                .unwrap(),
+        );
         let mut req = PingRequest::new();
         req.sandbox_id = pod.clone();
         let mut lat = Vec::new();
@@ -253,12 +258,65 @@ fn ping_stays_fast_while_containers_are_created_and_stopped() {
         lat
     });
     let busy_for = busy.join().unwrap();
-    assert!(busy_for >= std::time::Duration::from_secs(1), "the stop escalated");
+    assert!(
+        busy_for >= std::time::Duration::from_secs(1),
+        "the stop escalated"
+    );
     let mut lat = lat;
     lat.sort();
     assert!(lat.len() >= 100, "{} pings", lat.len());
     let p99 = lat[(lat.len() * 99) / 100];
-    eprintln!("ping under load: {} pings, p50 {:?}, p99 {:?}", lat.len(), lat[lat.len() / 2], p99);
-    assert!(p99 < std::time::Duration::from_millis(5), "ping p99 {p99:?}");
+    eprintln!(
+        "ping under load: {} pings, p50 {:?}, p99 {:?}",
+        lat.len(),
+        lat[lat.len() / 2],
+        p99
+    );
+    assert!(
+        p99 < std::time::Duration::from_millis(5),
+        "ping p99 {p99:?}"
+    );
+    ctl.json(&["shutdown", &pod]);
+}
+
+#[test]
+fn a_missing_oci_runtime_fails_clearly_and_leaves_the_pod_serving() {
+    if !root() {
+        return;
+    }
+    let ctl = Ctl {
+        run_root: tempfile::tempdir().unwrap(),
+    };
+    // The node config the shim reads names a runtime that is not there.
+    std::fs::write(
+        ctl.run_root.path().join("runtime.toml"),
+        "BinaryName = '/nonexistent/runc'\n",
+    )
+    .unwrap();
+    let pod = format!("clim{}", std::process::id());
+    ctl.json(&["run", "--id", &pod]);
+    let out = ctl.run(&["run-container", &pod, "--id", "c", "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/runc"),
+        "the error names the binary: {err}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("/containers/c"),
+        "nothing of the container is mounted"
+    );
+    let state = ctl.run_root.path().join("runc/clitest/c");
+    assert!(!state.exists(), "no runtime state");
+    let registry = ctl
+        .run_root
+        .path()
+        .join(format!("state/clitest/{pod}/tasks/c"));
+    assert!(!registry.exists(), "not registered");
+    assert!(
+        ctl.run(&["ping", &pod]).status.success(),
+        "the pod serves on"
+    );
     ctl.json(&["shutdown", &pod]);
 }

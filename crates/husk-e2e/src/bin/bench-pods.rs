@@ -91,7 +91,13 @@ async fn bench_container(
     pod: &str,
     cfg: &k8s_cri::v1::PodSandboxConfig,
 ) -> Result<(String, u32)> {
-    let c = run_container(cri, pod, cfg, container_config(env, "app", "exec sleep 100000")).await?;
+    let c = run_container(
+        cri,
+        pod,
+        cfg,
+        container_config(env, "app", "exec sleep 100000"),
+    )
+    .await?;
     let (_, info) = container_status(cri, &c).await?;
     Ok((c, info["pid"].as_u64().unwrap_or(0) as u32))
 }
@@ -220,15 +226,28 @@ async fn main() -> Result<()> {
         "ms",
     );
     for (name, h, g) in [
-        ("Create+StartContainer", &mut husk.ctr_start, &mut runc.ctr_start),
+        (
+            "Create+StartContainer",
+            &mut husk.ctr_start,
+            &mut runc.ctr_start,
+        ),
         ("ExecSync", &mut husk.exec, &mut runc.exec),
-        ("Stop+RemoveContainer", &mut husk.ctr_stop_remove, &mut runc.ctr_stop_remove),
+        (
+            "Stop+RemoveContainer",
+            &mut husk.ctr_stop_remove,
+            &mut runc.ctr_stop_remove,
+        ),
     ] {
         row(&format!("{name} p50"), pct(h, 50.0), pct(g, 50.0), "ms");
         row(&format!("{name} p99"), pct(h, 99.0), pct(g, 99.0), "ms");
     }
     row("PSS per pod", husk.pss_per_pod, runc.pss_per_pod, "KiB");
-    row("PSS container procs", husk.pss_container, runc.pss_container, "KiB");
+    row(
+        "PSS container procs",
+        husk.pss_container,
+        runc.pss_container,
+        "KiB",
+    );
     if a.json {
         println!(
             "{}",
