@@ -108,6 +108,19 @@ fn mounts(ms: &[husk_sandbox::Mount]) -> Vec<api::Mount> {
         .collect()
 }
 
+/// TaskExit and TaskDelete carry the same fields.
+macro_rules! exit_like {
+    ($ty:ty, $url:expr, $cid:expr, $id:expr, $pid:expr, $status:expr, $at:expr) => {{
+        let mut m = <$ty>::new();
+        m.container_id = $cid.clone();
+        m.id = $id.clone();
+        m.pid = *$pid;
+        m.exit_status = *$status;
+        m.exited_at = MessageField::some(convert::timestamp(*$at));
+        any($url, &m)?
+    }};
+}
+
 /// The ForwardRequest for one event.
 pub fn envelope(namespace: &str, e: &TaskEvent) -> Result<api::ForwardRequest, protobuf::Error> {
     let ts = |t| MessageField::some(convert::timestamp(t));
@@ -143,30 +156,30 @@ pub fn envelope(namespace: &str, e: &TaskEvent) -> Result<api::ForwardRequest, p
             pid,
             status,
             at,
-        } => {
-            let mut m = ev::TaskExit::new();
-            m.container_id = container_id.clone();
-            m.id = id.clone();
-            m.pid = *pid;
-            m.exit_status = *status;
-            m.exited_at = ts(*at);
-            any("containerd.events.TaskExit", &m)?
-        }
+        } => exit_like!(
+            ev::TaskExit,
+            "containerd.events.TaskExit",
+            container_id,
+            id,
+            pid,
+            status,
+            at
+        ),
         TaskEvent::Delete {
             container_id,
             id,
             pid,
             status,
             at,
-        } => {
-            let mut m = ev::TaskDelete::new();
-            m.container_id = container_id.clone();
-            m.id = id.clone();
-            m.pid = *pid;
-            m.exit_status = *status;
-            m.exited_at = ts(*at);
-            any("containerd.events.TaskDelete", &m)?
-        }
+        } => exit_like!(
+            ev::TaskDelete,
+            "containerd.events.TaskDelete",
+            container_id,
+            id,
+            pid,
+            status,
+            at
+        ),
         TaskEvent::ExecAdded {
             container_id,
             exec_id,
