@@ -9,6 +9,7 @@ pub mod events;
 pub mod log;
 pub mod paths;
 pub mod pod;
+pub mod reaper;
 pub mod runtime_options;
 pub mod serve;
 pub mod server_proc;

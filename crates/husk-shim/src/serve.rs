@@ -203,6 +203,7 @@ async fn run(
         husk_task::RuntimeOptions::default()
     });
     let pod = Pod::new(engine, tasks, defaults);
+    tokio::spawn(crate::reaper::run());
     let service = Arc::new(SandboxService::new(pod.clone()));
     let tasks = Arc::new(TaskService::new(pod.clone()));
 

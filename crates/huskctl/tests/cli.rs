@@ -320,3 +320,56 @@ fn a_missing_oci_runtime_fails_clearly_and_leaves_the_pod_serving() {
     );
     ctl.json(&["shutdown", &pod]);
 }
+
+/// Orphans reparented to the shim (it is a subreaper) are reaped: here the
+/// background child of a container in the host's PID namespace, whose
+/// parent (the container's init) exits at once.
+#[test]
+fn orphans_of_a_host_pid_container_are_reaped() {
+    if !root() {
+        return;
+    }
+    let ctl = Ctl {
+        run_root: tempfile::tempdir().unwrap(),
+    };
+    let pod = format!("clio{}", std::process::id());
+    ctl.json(&["run", "--id", &pod, "--host-pid"]);
+    let shim = husk_shim::server_proc::shim_server(&pod).expect("shim runs");
+    let done = ctl.json(&[
+        "run-container",
+        &pod,
+        "--id",
+        "orph",
+        "--share-pid",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & exit 0",
+    ]);
+    assert_eq!(done["exit_status"], 0);
+    let zombies = || {
+        std::fs::read_to_string(format!("/proc/{shim}/task/{shim}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    let t0 = std::time::Instant::now();
+    while zombies() > 0 && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(zombies(), 0, "no zombie left under the shim");
+    ctl.json(&["rm-container", &pod, "orph"]);
+    ctl.json(&["shutdown", &pod]);
+}
