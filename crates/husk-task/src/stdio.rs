@@ -273,11 +273,20 @@ async fn spawn_logger(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only dup2, which is async-signal-safe; the fds are open in the parent
-    // (and so in the child) until after spawn returns.
+    // only fcntl and dup2, which are async-signal-safe; the fds are open in
+    // the parent (and so in the child) until after spawn returns.
     unsafe {
         c.pre_exec(move || {
-            for (i, fd) in fds.iter().enumerate() {
+            // First move every source above 3..=5, so that placing one
+            // cannot overwrite another that happens to sit there.
+            let mut high = [0; 3];
+            for (h, fd) in high.iter_mut().zip(fds) {
+                *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if *h < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate() {
                 if libc::dup2(*fd, 3 + i as i32) < 0 {
                     return Err(io::Error::last_os_error());
                 }
