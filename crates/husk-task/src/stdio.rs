@@ -353,6 +353,11 @@ impl Console {
             .listener
             .accept()
             .map_err(|e| fail("the runtime sent no terminal", &e))?;
+        // The runtime sent the fd before its create or exec returned; never
+        // wait on the server's thread for one that did not come.
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| fail("nonblocking", &e))?;
         let mut buf = [0u8; 4096];
         let mut iov = [io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
