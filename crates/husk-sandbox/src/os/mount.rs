@@ -16,6 +16,53 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 pub struct LinuxMounts;
 
+/// The mount(2) flags an option sets and clears, for the options that are
+/// plain flags (`ro`, `nosuid`, `noatime`, ...); `None` for any other.
+pub fn flag_option(o: &str) -> Option<(MsFlags, MsFlags)> {
+    let none = MsFlags::empty();
+    Some(match o {
+        "ro" | "rdonly" => (MsFlags::MS_RDONLY, none),
+        "rw" => (none, MsFlags::MS_RDONLY),
+        "nosuid" => (MsFlags::MS_NOSUID, none),
+        "suid" => (none, MsFlags::MS_NOSUID),
+        "nodev" => (MsFlags::MS_NODEV, none),
+        "dev" => (none, MsFlags::MS_NODEV),
+        "noexec" => (MsFlags::MS_NOEXEC, none),
+        "exec" => (none, MsFlags::MS_NOEXEC),
+        "sync" => (MsFlags::MS_SYNCHRONOUS, none),
+        "async" => (none, MsFlags::MS_SYNCHRONOUS),
+        "dirsync" => (MsFlags::MS_DIRSYNC, none),
+        "remount" => (MsFlags::MS_REMOUNT, none),
+        "mand" => (MsFlags::MS_MANDLOCK, none),
+        "nomand" => (none, MsFlags::MS_MANDLOCK),
+        "atime" => (none, MsFlags::MS_NOATIME),
+        "noatime" => (MsFlags::MS_NOATIME, none),
+        "diratime" => (none, MsFlags::MS_NODIRATIME),
+        "nodiratime" => (MsFlags::MS_NODIRATIME, none),
+        "relatime" => (MsFlags::MS_RELATIME, none),
+        "norelatime" => (none, MsFlags::MS_RELATIME),
+        "strictatime" => (MsFlags::MS_STRICTATIME, none),
+        "nostrictatime" => (none, MsFlags::MS_STRICTATIME),
+        _ => return None,
+    })
+}
+
+/// A propagation option (`private`, `rshared`, ...) as its mount(2) flags.
+pub fn propagation_option(o: &str) -> Option<MsFlags> {
+    let base = match o.strip_prefix('r').unwrap_or(o) {
+        "private" => MsFlags::MS_PRIVATE,
+        "shared" => MsFlags::MS_SHARED,
+        "slave" => MsFlags::MS_SLAVE,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        _ => return None,
+    };
+    Some(if o.starts_with('r') {
+        base | MsFlags::MS_REC
+    } else {
+        base
+    })
+}
+
 /// Splits containerd mount options into mount(2) flags and the data string.
 /// Propagation flags are returned apart: they need a second mount call.
 pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
@@ -23,44 +70,19 @@ pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
     let mut propagation = MsFlags::empty();
     let mut data = Vec::new();
     for o in options {
-        let (set, clear) = match o.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
-                let p = match o.trim_start_matches('r') {
-                    "private" => MsFlags::MS_PRIVATE,
-                    "shared" => MsFlags::MS_SHARED,
-                    _ => MsFlags::MS_SLAVE,
-                };
-                propagation |= p;
-                if o.starts_with('r') {
-                    propagation |= MsFlags::MS_REC;
-                }
-                continue;
+        if let Some((set, clear)) = flag_option(o) {
+            flags |= set;
+            flags &= !clear;
+        } else if let Some(p) = propagation_option(o) {
+            propagation |= p;
+        } else {
+            match o.as_str() {
+                "bind" => flags |= MsFlags::MS_BIND,
+                "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+                "defaults" => {}
+                _ => data.push(o.as_str()),
             }
-            "defaults" => continue,
-            _ => {
-                data.push(o.as_str());
-                continue;
-            }
-        };
-        flags |= set;
-        flags &= !clear;
+        }
     }
     (flags, propagation, data.join(","))
 }
