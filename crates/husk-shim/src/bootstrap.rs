@@ -427,22 +427,26 @@ pub fn info(stdin: &[u8]) -> Result<Vec<u8>, BootstrapError> {
         None => husk_task::RuntimeOptions::default(),
     }
     .or(&husk_task::RuntimeOptions::load(&paths::config_file())?);
-    let out = std::process::Command::new(opts.binary())
-        .arg("features")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(io_err("run", opts.binary()))?;
-    if !out.status.success() {
-        return Err(BootstrapError::Options(format!(
-            "{} features: {}",
-            opts.binary(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
     let mut features = Any::new();
     features.type_url =
         "types.containerd.io/opencontainers/runtime-spec/1/features/Features".into();
-    features.value = out.stdout;
+    features.value = if opts.binary() == husk_task::runtime::native::NAME {
+        husk_task::runtime::native::features()
+    } else {
+        let out = std::process::Command::new(opts.binary())
+            .arg("features")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(io_err("run", opts.binary()))?;
+        if !out.status.success() {
+            return Err(BootstrapError::Options(format!(
+                "{} features: {}",
+                opts.binary(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        out.stdout
+    };
     let mut version = RuntimeVersion::new();
     version.version = env!("CARGO_PKG_VERSION").into();
     let mut ri = RuntimeInfo::new();

@@ -174,7 +174,7 @@ async fn run(
     // the runtime that started them exits: their exit statuses are exact.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and an integer argument.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let host = Host::linux(pause_program(exe))?;
+    let host = Host::linux(pause_program(exe.clone()))?;
     let engine = Engine::new(
         host.clone(),
         StateStore::new(paths::state_root(&flags.namespace)),
@@ -188,10 +188,13 @@ async fn run(
         }
         _ => Arc::new(husk_task::events::NoEvents),
     };
+    let cgroups = host.cgroups.clone();
     let tasks = husk_task::Tasks::new(
         host,
         Arc::new(husk_task::runtime::Binaries {
             root: paths::runtime_root(&flags.namespace),
+            cgroups,
+            helper: exe,
         }),
         events,
         &flags.namespace,

@@ -1273,10 +1273,30 @@ fn info_reports_the_oci_runtimes_features() {
             .any(|o| o == "rro"),
         "runc 1.1's features say it supports recursive read-only mounts"
     );
-    // A runtime that is not there is a clear error.
-    let bad = Command::new(SHIM)
+    // husk's own runtime (no options, no config) reports its own.
+    let own = Command::new(SHIM)
         .arg("-info")
         .env("HUSK_CONFIG", "/nonexistent")
+        .env("PATH", "/nonexistent")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(own.status.success());
+    let info = RuntimeInfo::parse_from_bytes(&own.stdout).unwrap();
+    let f: serde_json::Value = serde_json::from_slice(&info.features.value).unwrap();
+    assert_eq!(f["ociVersionMax"], "1.2.1");
+    assert!(f["mountOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "rro"));
+    // A runtime binary that is not there is a clear error.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runtime.toml");
+    std::fs::write(&config, "BinaryName = 'runc'\n").unwrap();
+    let bad = Command::new(SHIM)
+        .arg("-info")
+        .env("HUSK_CONFIG", &config)
         .env("PATH", "/nonexistent")
         .stdin(std::process::Stdio::null())
         .output()

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
     if argv0 == PAUSE_ARGV0 {
         pause_main();
     }
+    if argv0 == husk_task::runtime::native::child::INIT_ARGV0 {
+        husk_task::runtime::native::child::main();
+    }
     match run(args.collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -51,8 +51,24 @@ impl TaskRecord {
             .root
             .clone()
             .unwrap_or_else(|| default_root.to_path_buf());
+        if self.binary == crate::runtime::native::NAME {
+            crate::runtime::native::reclaim(&root, &self.id, &*host.cgroups)
+                .map_err(|e| Error::invalid(format!("reclaim {}: {e}", self.id)))?;
+        } else {
+            self.runtime_delete(&root);
+        }
+        for m in self.mounts.iter().rev() {
+            host.mounts
+                .unmount(m)
+                .map_err(Error::os(&self.id, "unmount rootfs"))?;
+        }
+        Ok(())
+    }
+
+    /// `<binary> delete --force`: the runtime's own clean-up.
+    fn runtime_delete(&self, root: &Path) {
         let mut cmd = std::process::Command::new(&self.binary);
-        cmd.arg("--root").arg(&root);
+        cmd.arg("--root").arg(root);
         if self.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
         }
@@ -65,12 +81,6 @@ impl TaskRecord {
                 tracing::debug!(id = %self.id, stderr = %String::from_utf8_lossy(&o.stderr), "runtime delete");
             }
         }
-        for m in self.mounts.iter().rev() {
-            host.mounts
-                .unmount(m)
-                .map_err(Error::os(&self.id, "unmount rootfs"))?;
-        }
-        Ok(())
     }
 }
 

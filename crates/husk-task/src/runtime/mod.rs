@@ -12,6 +12,7 @@ use crate::options::RuntimeOptions;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod native;
 pub mod runc;
 
 /// The stdio a runtime hands to the process it starts (None: /dev/null).
@@ -80,17 +81,31 @@ pub trait RuntimeFactory: Send + Sync {
     fn runtime(&self, opts: &RuntimeOptions, bundle: &Path) -> Arc<dyn OciRuntime>;
 }
 
-/// Real runtimes: runc (or a binary with its command line) with its state
-/// under `root` unless the options name another.
+/// Real runtimes: husk's own ([`native::Native`]) unless the options
+/// name a binary with runc's command line; state under `root` unless the
+/// options name another.
 pub struct Binaries {
     pub root: PathBuf,
+    /// The host's cgroups, for husk's own runtime.
+    pub cgroups: Arc<dyn husk_sandbox::os::Cgroups>,
+    /// The binary husk's own runtime re-executes as its helper.
+    pub helper: PathBuf,
 }
 
 impl RuntimeFactory for Binaries {
     fn runtime(&self, opts: &RuntimeOptions, bundle: &Path) -> Arc<dyn OciRuntime> {
+        let root = opts.root.clone().unwrap_or_else(|| self.root.clone());
+        if opts.binary() == native::NAME {
+            return Arc::new(native::Native::new(
+                self.helper.clone(),
+                root,
+                self.cgroups.clone(),
+                opts.systemd_cgroup,
+            ));
+        }
         Arc::new(runc::Runc {
             binary: opts.binary().to_string(),
-            root: opts.root.clone().unwrap_or_else(|| self.root.clone()),
+            root,
             systemd_cgroup: opts.systemd_cgroup,
             log: bundle.join("log.json"),
         })
