@@ -90,6 +90,16 @@ write_config() {
   local out=$1 shim
   mkdir -p "$RUN" "$CROOT" "$CNI_CONF"
   shim=$(husk_shim)
+  # Handler husk runs containers on husk's own runtime (no options: the
+  # default). Handler husk-runc is the same shim with runc as the OCI
+  # runtime, chosen by its node config. (A CRI options table on a
+  # sandboxer = 'shim' handler breaks containers on containerd < 2.4: its
+  # client forces them into runc's options type.)
+  mkdir -p "$RUN/bin"
+  printf "BinaryName = '%s'\n" "$(command -v runc)" >"$RUN/husk-runc.toml"
+  printf '#!/bin/sh\nHUSK_CONFIG=%s exec %s "$@"\n' "$RUN/husk-runc.toml" "$shim" \
+    >"$RUN/bin/containerd-shim-husk-runc-v1"
+  chmod 755 "$RUN/bin/containerd-shim-husk-runc-v1"
   cat >"$out" <<EOF
 version = 3
 root = '$CROOT'
@@ -124,6 +134,10 @@ state = '$RUN/state'
 
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.husk]
         runtime_type = '$shim'
+        sandboxer = 'shim'
+
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.husk-runc]
+        runtime_type = '$RUN/bin/containerd-shim-husk-runc-v1'
         sandboxer = 'shim'
 
     [plugins.'io.containerd.cri.v1.runtime'.cni]
@@ -185,10 +199,8 @@ start_containerd() {
   if running; then return; fi
   [ -f "$CFG" ] || { log "no config: run 'up' first"; exit 1; }
   rm -f "$SOCK"
-  # husk's node config: the OCI runtime for husk pods' containers. (A CRI
-  # options table on a sandboxer = 'shim' handler breaks containers on
-  # containerd < 2.4: its client forces them into runc's options type.)
-  printf "BinaryName = '%s'\n" "$(command -v runc)" >"$RUN/husk-runtime.toml"
+  # husk's node config for handler husk: husk's own runtime, the default.
+  : >"$RUN/husk-runtime.toml"
   HUSK_CONFIG="$RUN/husk-runtime.toml" PATH="$PREFIX/usr/bin:$PATH" \
     setsid "$PREFIX/usr/bin/containerd" --config "$CFG" \
     </dev/null >>"$LOG" 2>&1 &

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RuntimeOptions {
-    /// The runtime binary (`runc` in PATH when unset).
+    /// The runtime: `husk` (husk's own, the default when unset) or a
+    /// binary with runc's command line, such as `runc`.
     #[serde(rename = "BinaryName", default)]
     pub binary_name: Option<String>,
     /// The runtime's state root (`<run root>/runc/<namespace>` when unset).
@@ -64,7 +65,9 @@ impl RuntimeOptions {
     }
 
     pub fn binary(&self) -> &str {
-        self.binary_name.as_deref().unwrap_or("runc")
+        self.binary_name
+            .as_deref()
+            .unwrap_or(crate::runtime::native::NAME)
     }
 }
 
@@ -81,7 +84,7 @@ mod tests {
         assert_eq!(o.binary(), "/usr/sbin/runc");
         assert!(o.systemd_cgroup);
         assert_eq!(o.root, Some(PathBuf::from("/run/x")));
-        assert_eq!(RuntimeOptions::from_toml("").unwrap().binary(), "runc");
+        assert_eq!(RuntimeOptions::from_toml("").unwrap().binary(), "husk");
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl ContainerTraces {
 async fn container_steps(ns: &str, shim: &Shim, pod: &str, holder: u32) -> Result<ContainerTraces> {
     step(
         5,
-        "a container in the pod: Task Create + Start (runc), Exec",
+        "a container in the pod: Task Create + Start (husk's own runtime), Exec",
     );
     let a = container::RunArgs {
         pod: pod.to_string(),

@@ -125,13 +125,31 @@ fn errors_are_clear() {
 
 #[test]
 fn containers_through_huskctl() {
+    containers_through_huskctl_on(None);
+}
+
+#[test]
+fn containers_through_huskctl_with_runc() {
+    containers_through_huskctl_on(Some("runc"));
+}
+
+/// The same container life on husk's own runtime (`None`, the default)
+/// or on a runtime binary.
+fn containers_through_huskctl_on(binary: Option<&str>) {
     if !root() {
         return;
     }
     let ctl = Ctl {
         run_root: tempfile::tempdir().unwrap(),
     };
-    let pod = format!("clic{}", std::process::id());
+    if let Some(b) = binary {
+        std::fs::write(
+            ctl.run_root.path().join("runtime.toml"),
+            format!("BinaryName = '{b}'\n"),
+        )
+        .unwrap();
+    }
+    let pod = format!("clic{}{}", binary.map_or("", |_| "r"), std::process::id());
     let run = ctl.json(&["run", "--id", &pod, "--hostname", "cli-pod"]);
     let holder = run["pid"].as_u64().unwrap();
 
@@ -155,6 +173,35 @@ fn containers_through_huskctl() {
         "{text}"
     );
     ctl.json(&["rm-container", &pod, "once"]);
+
+    // What the kernel shows the container: the spec's capabilities (the
+    // default set: 0xa80425fb), no_new_privs, masked and read-only /proc.
+    ctl.json(&[
+        "run-container",
+        &pod,
+        "--id",
+        "confined",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "grep -E '^(NoNewPrivs|CapEff|CapBnd|CapAmb)' /proc/self/status; \
+         if echo x >/proc/sys/kernel/domainname 2>/dev/null; then echo sys-writable; else echo sys-readonly; fi; \
+         if [ -s /proc/kcore ] || [ -n \"$(head -c1 /proc/kcore 2>/dev/null)\" ]; then echo kcore-visible; else echo kcore-masked; fi",
+    ]);
+    let logs = ctl.run(&["logs", &pod, "confined"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    for want in [
+        "NoNewPrivs:\t1",
+        "CapEff:\t00000000a80425fb",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "sys-readonly",
+        "kcore-masked",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+    ctl.json(&["rm-container", &pod, "confined"]);
 
     // A running container: the pod's namespaces, exec, its exit code.
     let c = ctl.json(&["run-container", &pod, "--id", "long", "--", "sleep", "30"]);
