@@ -1,5 +1,6 @@
 //! bench-pods: pods through containerd's CRI, side by side in one run, on
-//! handler `husk` (sandboxer = shim) and on the default `runc` handler
+//! handlers `husk` (sandboxer = shim, husk's own runtime), `husk-runc` (the
+//! same shim with runc) and the default `runc` handler
 //! (containerd's Go shim plus a pause container).
 //!
 //! Each pod runs one container (`sleep`): CreateContainer+StartContainer,
@@ -68,7 +69,7 @@ fn pod_processes(id: &str, sandbox_pid: u32) -> Vec<u32> {
 }
 
 fn sandbox_pid(handler: &str, id: &str, info: &serde_json::Value) -> u32 {
-    if handler == "husk" {
+    if handler.starts_with("husk") {
         return HuskPod::from_info(id, info).map(|p| p.holder).unwrap_or(0);
     }
     info.get("pid").and_then(|v| v.as_u64()).unwrap_or(0) as u32
@@ -183,72 +184,60 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
     })
 }
 
+/// The handlers measured, in order: husk's default (its own runtime),
+/// husk with runc, and containerd's Go shim with runc and pause.
+const HANDLERS: [(&str, &str); 3] = [
+    ("husk", "husk"),
+    ("husk-runc", "husk+runc"),
+    ("runc", "Go+runc"),
+];
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let a = parse_args()?;
     let env = Env::from_env().context("no private containerd: run scripts/bench-pods.sh (or containerd-env.sh up and export its env)")?;
     let mut cri = connect(&env.socket).await?;
-    let mut husk = measure(&env, &mut cri, "husk", &a)
-        .await
-        .context("husk pods")?;
-    let mut runc = measure(&env, &mut cri, "runc", &a)
-        .await
-        .context("runc pods")?;
-    let mut rows = BTreeMap::new();
-    let mut row = |name: &str, h: f64, g: f64, unit: &str| {
-        rows.insert(
-            name.to_string(),
-            json!({"husk": h, "go": g, "ratio": h / g, "unit": unit}),
+    let mut sides = Vec::new();
+    for (handler, _) in HANDLERS {
+        sides.push(
+            measure(&env, &mut cri, handler, &a)
+                .await
+                .with_context(|| format!("{handler} pods"))?,
         );
-    };
-    row(
-        "RunPodSandbox p50",
-        pct(&mut husk.run, 50.0),
-        pct(&mut runc.run, 50.0),
-        "ms",
-    );
-    row(
-        "RunPodSandbox p99",
-        pct(&mut husk.run, 99.0),
-        pct(&mut runc.run, 99.0),
-        "ms",
-    );
-    row(
-        "Stop+Remove p50",
-        pct(&mut husk.stop_remove, 50.0),
-        pct(&mut runc.stop_remove, 50.0),
-        "ms",
-    );
-    row(
-        "Stop+Remove p99",
-        pct(&mut husk.stop_remove, 99.0),
-        pct(&mut runc.stop_remove, 99.0),
-        "ms",
-    );
-    for (name, h, g) in [
-        (
-            "Create+StartContainer",
-            &mut husk.ctr_start,
-            &mut runc.ctr_start,
-        ),
-        ("ExecSync", &mut husk.exec, &mut runc.exec),
-        (
-            "Stop+RemoveContainer",
-            &mut husk.ctr_stop_remove,
-            &mut runc.ctr_stop_remove,
-        ),
-    ] {
-        row(&format!("{name} p50"), pct(h, 50.0), pct(g, 50.0), "ms");
-        row(&format!("{name} p99"), pct(h, 99.0), pct(g, 99.0), "ms");
     }
-    row("PSS per pod", husk.pss_per_pod, runc.pss_per_pod, "KiB");
-    row(
-        "PSS container procs",
-        husk.pss_container,
-        runc.pss_container,
+    let mut rows: Vec<(String, [f64; 3], &str)> = Vec::new();
+    let mut series = |name: &str, pick: fn(&mut Side) -> &mut Vec<f64>| {
+        for p in [50.0, 99.0] {
+            let mut v = [0.0; 3];
+            for (i, s) in sides.iter_mut().enumerate() {
+                v[i] = pct(pick(s), p);
+            }
+            rows.push((format!("{name} p{p}"), v, "ms"));
+        }
+    };
+    series("RunPodSandbox", |s| &mut s.run);
+    series("Stop+RemovePod", |s| &mut s.stop_remove);
+    series("Create+StartContainer", |s| &mut s.ctr_start);
+    series("ExecSync", |s| &mut s.exec);
+    series("Stop+RemoveContainer", |s| &mut s.ctr_stop_remove);
+    let per = |f: fn(&Side) -> f64| [f(&sides[0]), f(&sides[1]), f(&sides[2])];
+    rows.push(("PSS per pod".into(), per(|s| s.pss_per_pod), "KiB"));
+    rows.push((
+        "PSS container procs".into(),
+        per(|s| s.pss_container),
         "KiB",
-    );
+    ));
     if a.json {
+        let rows: BTreeMap<_, _> = rows
+            .iter()
+            .map(|(name, v, unit)| {
+                (
+                    name.clone(),
+                    json!({"husk": v[0], "husk_runc": v[1], "go": v[2],
+                           "ratio": v[0] / v[2], "ratio_runc": v[1] / v[2], "unit": unit}),
+                )
+            })
+            .collect();
         println!(
             "{}",
             json!({"pods": a.n, "pss_pods": a.pss_pods, "rows": rows})
@@ -260,19 +249,21 @@ async fn main() -> Result<()> {
         a.n, a.pss_pods
     );
     println!(
-        "{:<28} {:>12} {:>16} {:>10}",
-        "", "husk", "runc (Go+pause)", "husk/Go"
+        "{:<28} {:>12} {:>12} {:>12} {:>9} {:>12}",
+        "", HANDLERS[0].1, HANDLERS[1].1, HANDLERS[2].1, "husk/Go", "husk+runc/Go"
     );
-    for (name, v) in &rows {
-        let unit = v["unit"].as_str().unwrap_or("");
+    for (name, v, unit) in &rows {
         println!(
-            "{:<28} {:>9.2} {:<3}{:>12.2} {:<3}{:>9.3}",
+            "{:<28} {:>8.2} {:<3}{:>8.2} {:<3}{:>8.2} {:<3}{:>9.3} {:>12.3}",
             name,
-            v["husk"].as_f64().unwrap_or(0.0),
+            v[0],
             unit,
-            v["go"].as_f64().unwrap_or(0.0),
+            v[1],
             unit,
-            v["ratio"].as_f64().unwrap_or(0.0)
+            v[2],
+            unit,
+            v[0] / v[2],
+            v[1] / v[2]
         );
     }
     Ok(())
