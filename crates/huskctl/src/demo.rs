@@ -2,7 +2,7 @@
 //! kernel says at each step, and a final check that nothing is left.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -146,6 +146,30 @@ fn memory_cgroup_of(pid: u32) -> Option<PathBuf> {
     Some(PathBuf::from(root).join(rel.strip_prefix("/").ok()?))
 }
 
+/// If a step fails, `shim delete` (as containerd runs it for a pod whose
+/// shim it gives up on) takes down the shim, the holder, the containers
+/// and everything they made: a failed demo leaves nothing either.
+struct Reclaim<'a> {
+    shim_bin: &'a Path,
+    ns: &'a str,
+    id: &'a str,
+    bundle: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Reclaim<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        eprintln!("demo failed: reclaiming sandbox {}", self.id);
+        if let Err(e) = client::delete(self.shim_bin, self.ns, self.id, self.bundle) {
+            eprintln!("reclaim: {e:#}");
+        }
+        let _ = fs::remove_dir_all(self.bundle);
+    }
+}
+
 pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the demo creates real namespaces, cgroups and mounts: run it as root");
@@ -187,6 +211,13 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
 
     step(1, "launch the shim as containerd does (`start`)");
     let t0 = Instant::now();
+    let mut reclaim = Reclaim {
+        shim_bin: &shim_bin,
+        ns,
+        id: &id,
+        bundle: &bundle,
+        armed: true,
+    };
     let address = client::launch(&shim_bin, ns, &id, &bundle)?;
     println!(
         "address   {address}  ({:.2} ms)",
@@ -284,6 +315,7 @@ pub async fn run(ns: &str, shim_bin: PathBuf) -> Result<()> {
     client::shutdown(&shim, &id).await?;
     drop(shim);
     client::delete(&shim_bin, ns, &id, &bundle)?;
+    reclaim.armed = false;
     println!("shutdown and delete done");
 
     step(9, "what is left behind");
