@@ -185,6 +185,18 @@ pub fn husk_shim_pid(id: &str) -> Option<u32> {
     husk_shim::server_proc::shim_server(id)
 }
 
+/// Removes a removed pod's `cgroup_parent` (`<parent>/pod<uid>`) from every
+/// hierarchy, as kubelet does: runc makes the parent directories of the
+/// pause container's cgroup but removes only its own.
+pub fn remove_pod_cgroup(env: &Env, uid: &str) {
+    let Ok(rd) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in rd.flatten() {
+        let _ = fs::remove_dir(h.path().join(&env.cgroup_parent).join(format!("pod{uid}")));
+    }
+}
+
 /// cgroup directories named `name` anywhere under the e2e parent.
 pub fn cgroup_dirs(env: &Env, name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();

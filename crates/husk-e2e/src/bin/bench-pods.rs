@@ -109,11 +109,13 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
     let mut stop_remove = Vec::new();
     let (mut ctr_start, mut exec, mut ctr_stop_remove) = (Vec::new(), Vec::new(), Vec::new());
     // A warm-up pod, not counted: first-use costs (image lookup, caches).
-    let cfg = pod_config(env, "warm", &format!("{tag}-{handler}-warm"), false);
+    let uid = format!("{tag}-{handler}-warm");
+    let cfg = pod_config(env, "warm", &uid, false);
     let id = run_pod(cri, cfg.clone(), handler).await?;
     bench_container(env, cri, &id, &cfg).await?;
     stop_pod(cri, &id).await?;
     remove_pod(cri, &id).await?;
+    remove_pod_cgroup(env, &uid);
     for i in 0..a.n {
         let cfg = pod_config(
             env,
@@ -143,6 +145,7 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
         stop_pod(cri, &id).await?;
         remove_pod(cri, &id).await?;
         stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
+        remove_pod_cgroup(env, &format!("{tag}-{handler}-{i}"));
     }
     // Memory: K pods alive at once.
     let mut alive = Vec::new();
@@ -157,11 +160,11 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
         let (_, info) = pod_status(cri, &id).await?;
         let sp = sandbox_pid(handler, &id, &info);
         let (_, cpid) = bench_container(env, cri, &id, &cfg).await?;
-        alive.push((id, sp, cpid));
+        alive.push((id, sp, cpid, format!("{tag}-{handler}-m{i}")));
     }
     let pss = |p: u32| husk_sandbox::inspect::pss_kib(p).unwrap_or(0);
     let (mut total, mut ctr_total) = (0u64, 0u64);
-    for (id, sp, cpid) in &alive {
+    for (id, sp, cpid, _) in &alive {
         total += pod_processes(id, *sp)
             .into_iter()
             .filter(|p| p != cpid)
@@ -169,9 +172,10 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
             .sum::<u64>();
         ctr_total += pss(*cpid);
     }
-    for (id, _, _) in &alive {
+    for (id, _, _, uid) in &alive {
         stop_pod(cri, id).await?;
         remove_pod(cri, id).await?;
+        remove_pod_cgroup(env, uid);
     }
     Ok(Side {
         run,
