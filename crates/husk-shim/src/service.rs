@@ -80,14 +80,83 @@ pub fn status_response(s: &Status) -> api::SandboxStatusResponse {
     r
 }
 
-/// Hands freed heap pages back to the kernel. A shim lives as long as its
-/// pod, and the memory that create/start touched once is otherwise kept
-/// resident for the pod's whole life: about 100 KiB per pod.
+/// Hands freed heap pages, and the stack pages below the one in use, back
+/// to the kernel. A shim lives as long as its pod, and the memory that
+/// create/start touched once is otherwise kept resident for the pod's
+/// whole life: about 100 KiB of heap and 60 KiB of stack per pod.
 pub(crate) fn release_free_heap() {
     // SAFETY: malloc_trim only walks and trims the allocator's own free
     // lists; it takes the allocator's locks and touches no live allocation.
     unsafe {
         libc::malloc_trim(0);
+    }
+    release_unused_stack();
+}
+
+/// Trims once the server has had no request for half a second: the pages
+/// a burst of requests touched (CRI's StartContainer is followed by a
+/// status, stats and more) go back to the kernel when the burst is over,
+/// not at a fixed point inside it. One timer, armed by every request.
+fn trim_when_idle() {
+    static IDLE: std::sync::OnceLock<Arc<tokio::sync::Notify>> = std::sync::OnceLock::new();
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let n = IDLE.get_or_init(|| {
+        let n = Arc::new(tokio::sync::Notify::new());
+        let w = n.clone();
+        rt.spawn(async move {
+            loop {
+                w.notified().await;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => break,
+                        _ = w.notified() => {}
+                    }
+                }
+                release_free_heap();
+            }
+        });
+        n
+    });
+    n.notify_one();
+}
+
+/// The main thread's stack keeps every page its deepest call touched
+/// (the server's first requests go deep). Pages more than 4 KiB below
+/// the current frame hold nothing live: give them back; the kernel hands
+/// out zeroed pages if the stack grows there again.
+fn release_unused_stack() {
+    const MARGIN: usize = 4 * 1024;
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some((lo, hi)) = maps.lines().find(|l| l.ends_with("[stack]")).and_then(|l| {
+        let (range, _) = l.split_once(' ')?;
+        let (a, b) = range.split_once('-')?;
+        Some((
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+        ))
+    }) else {
+        return;
+    };
+    // Only on the main thread's stack (the server's one thread).
+    if !(lo..hi).contains(&sp) || sp < lo + MARGIN {
+        return;
+    }
+    let end = (sp - MARGIN) & !4095;
+    if end <= lo {
+        return;
+    }
+    // SAFETY: [lo, end) is the part of this thread's stack mapping more
+    // than MARGIN below the live frame: no frame, local or borrowed
+    // reference points there. MADV_DONTNEED on private anonymous memory
+    // only replaces the pages with zero-fill-on-demand ones.
+    unsafe {
+        libc::madvise(lo as *mut libc::c_void, end - lo, libc::MADV_DONTNEED);
     }
 }
 
@@ -98,6 +167,7 @@ pub(crate) fn traced<T>(
     r: Result<T, ShimError>,
 ) -> ttrpc::Result<T> {
     let us = t0.elapsed().as_micros() as u64;
+    trim_when_idle();
     match r {
         Ok(v) => {
             tracing::debug!(rpc, id, us, "ok");
