@@ -22,7 +22,7 @@ use super::pause::PAUSE_ARGV0;
 use super::HolderSpec;
 use crate::error::OsError;
 
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 11] = [
     "unknown",
     "setns(net)",
     "joining the pod cgroup",
@@ -31,6 +31,9 @@ const STEPS: [&str; 8] = [
     "redirecting stdio",
     "setsid",
     "exec of the pause program",
+    "setting no_new_privs",
+    "dropping capabilities",
+    "installing the seccomp filter",
 ];
 
 fn cstring(b: &[u8], what: &'static str) -> Result<CString, OsError> {
@@ -58,6 +61,83 @@ struct ChildCtx {
     exe: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
+    /// The seccomp program (`confine`), when the holder runs husk-pause.
+    filter: Option<libc::sock_fprog>,
+}
+
+/// `struct __user_cap_header_struct` and `__user_cap_data_struct` (v3).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Leaves the holder with no capability in any set and no way to gain
+/// one, then installs its seccomp filter.
+///
+/// # Safety
+/// Only for the cloned child, right before execve (see `child_main`).
+unsafe fn confine(c: &ChildCtx) {
+    // SAFETY: prctl and capset with integer arguments or pointers to
+    // stack data that outlives the calls; the filter's program is owned
+    // by the parent, whose memory this child has a copy of.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            child_fail(c.err, 8);
+        }
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            child_fail(c.err, 9);
+        }
+        // Every capability the kernel knows; EINVAL past the last one.
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+            {
+                child_fail(c.err, 9);
+            }
+        }
+        let header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let none = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &header as *const CapHeader, none.as_ptr()) != 0 {
+            child_fail(c.err, 9);
+        }
+        if let Some(prog) = &c.filter {
+            if libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                prog as *const libc::sock_fprog,
+                0,
+                0,
+            ) != 0
+            {
+                child_fail(c.err, 10);
+            }
+        }
+    }
 }
 
 /// Reports (step, errno) to the parent and exits.
@@ -122,6 +202,7 @@ unsafe fn child_main(c: &ChildCtx, join_cgroup: bool) -> ! {
         if libc::setsid() < 0 {
             child_fail(c.err, 6);
         }
+        confine(c);
         libc::execve(c.exe, c.argv, c.envp);
         child_fail(c.err, 7)
     }
@@ -237,6 +318,18 @@ fn launch(spec: &HolderSpec, exe: &Path) -> Result<(Pid, OwnedFd), OsError> {
 
     let (err_rd, err_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| OsError::sys("pipe2", e))?;
+    // The filter fits husk-pause's few syscalls; the shim binary as the
+    // holder (no husk-pause installed) runs Rust's runtime and gets the
+    // rest of the confinement only.
+    let mut program = if exe.file_name() == Some(OsStr::new(PAUSE_ARGV0)) {
+        super::confine::allow_only(&super::confine::pause_syscalls())
+    } else {
+        Vec::new()
+    };
+    let filter = (!program.is_empty()).then_some(libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    });
 
     let mut flags = CloneFlags::empty();
     if spec.new_pid {
@@ -262,6 +355,7 @@ fn launch(spec: &HolderSpec, exe: &Path) -> Result<(Pid, OwnedFd), OsError> {
         exe: exe_c.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
+        filter,
     };
 
     // cgroup v2: create the holder inside the pod cgroup (no attach at all).

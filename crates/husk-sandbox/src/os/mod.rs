@@ -10,6 +10,7 @@ use crate::error::OsError;
 use crate::metrics::CgroupStats;
 
 pub mod cgroup;
+pub mod confine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod holder;
