@@ -141,6 +141,16 @@ async fn idle(pod: Arc<Pod>, live: Arc<watch::Sender<usize>>) {
     }
 }
 
+/// Who may call the shim: root, or the uid that owns the socket's
+/// directory. A peer whose credentials cannot be read may not.
+pub fn peer_allowed(peer: Option<u32>, owner: Option<u32>) -> bool {
+    match peer {
+        Some(0) => true,
+        Some(uid) => owner == Some(uid),
+        None => false,
+    }
+}
+
 pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
     init_logging(flags.debug);
     let listener = inherited_listener()?;
@@ -224,11 +234,33 @@ async fn run(
         tokio::net::UnixListener::from_std(listener).map_err(io_err("register socket"))?;
     let live = Arc::new(watch::channel(0usize).0);
     let live2 = live.clone();
+    // Besides the socket's 0600 mode in a 0700 directory: a peer that is
+    // neither root nor the directory's owner is turned away at accept.
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        paths::socket_path(&flags.namespace, &flags.id)
+            .parent()
+            .and_then(|d| std::fs::metadata(d).ok())
+            .map(|m| m.uid())
+    };
     let incoming = futures::stream::unfold(listener, move |l| {
         let live = live2.clone();
         async move {
-            let r = l.accept().await.map(|(s, _)| Counted::new(s, live));
-            Some((r, l))
+            loop {
+                match l.accept().await {
+                    Ok((s, _)) => {
+                        let uid = s.peer_cred().ok().map(|c| c.uid());
+                        if peer_allowed(uid, owner) {
+                            return Some((Ok(Counted::new(s, live)), l));
+                        }
+                        tracing::warn!(
+                            ?uid,
+                            "connection refused: peer is not root or the socket's owner"
+                        );
+                    }
+                    Err(e) => return Some((Err(e), l)),
+                }
+            }
         }
     });
     let mut server = ttrpc::asynchronous::Server::new()
@@ -261,4 +293,19 @@ async fn run(
     let sock = paths::socket_path(&flags.namespace, &flags.id);
     let _ = std::fs::remove_file(&sock);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_allowed;
+
+    #[test]
+    fn only_root_or_the_socket_owner_may_call() {
+        assert!(peer_allowed(Some(0), Some(1000)));
+        assert!(peer_allowed(Some(0), None));
+        assert!(peer_allowed(Some(1000), Some(1000)));
+        assert!(!peer_allowed(Some(1001), Some(1000)));
+        assert!(!peer_allowed(Some(65534), None));
+        assert!(!peer_allowed(None, Some(0)));
+    }
 }
