@@ -1062,6 +1062,22 @@ async fn holder_runs(p: &mut Pod, want_exe: &Path) {
     let pid = p.run().await;
     assert_eq!(fs::read_link(format!("/proc/{pid}/exe")).unwrap(), want_exe);
     assert_eq!(husk_sandbox::inspect::cmdline(pid), "husk-pause");
+    // Less power than a pause container: no capability in any set, no
+    // way to gain one, and (husk-pause) a seccomp filter.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{k} in /proc/{pid}/status"))
+    };
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(k), "0000000000000000", "{k}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    let tiny = want_exe.file_name() == Some(std::ffi::OsStr::new("husk-pause"));
+    assert_eq!(field("Seccomp"), if tiny { "2" } else { "0" }, "Seccomp");
     let ok = Command::new("nsenter")
         .args([
             "-t",
@@ -1303,4 +1319,68 @@ fn info_reports_the_oci_runtimes_features() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("runc"));
+}
+
+/// A ttrpc PingSandbox request from a process of the given uid, through
+/// python3 (another uid needs another process); prints how many bytes of
+/// answer came back before the server closed the connection.
+fn ping_as(uid: u32, sock: &Path) -> usize {
+    use std::os::unix::process::CommandExt;
+    const CLIENT: &str = r#"
+import socket, struct, sys
+def field(n, b): return bytes([n << 3 | 2, len(b)]) + b
+req = (field(1, b"containerd.runtime.sandbox.v1.Sandbox") + field(2, b"PingSandbox")
+       + field(3, field(1, b"nobody-here")))
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(struct.pack(">IIBB", len(req), 1, 1, 0) + req)
+s.settimeout(5)
+got = b""
+try:
+    while len(got) < 10:
+        b = s.recv(4096)
+        if not b: break
+        got += b
+except (ConnectionResetError, socket.timeout):
+    pass
+print(len(got))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", CLIENT])
+        .arg(sock)
+        .uid(uid)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn only_root_or_the_socket_owner_may_call() {
+    if !root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pod::new("peercred");
+    let out = p.start_argv(b"");
+    assert!(out.status.success());
+    let sock = p.socket();
+    // Open every path to the socket, so that only the shim's own check on
+    // the peer's credentials stands in the way of another user.
+    for d in [
+        p.run_root.path().to_path_buf(),
+        sock.parent().unwrap().to_path_buf(),
+    ] {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(ping_as(0, &sock) >= 10, "root gets an answer");
+    assert_eq!(ping_as(65534, &sock), 0, "another user is turned away");
+    assert!(ping_as(0, &sock) >= 10, "and the server still serves");
+    p.delete();
+    assert!(p.server_pid().is_none());
 }
