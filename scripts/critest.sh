@@ -38,7 +38,7 @@ CONTAINERD = {
         "hostNetwork shim sandboxes crash containerd 2.1.9 (containerd #12983, fixed by PR #13131)",
 }
 RRO = ("CRI 2.1.9 introspects features of io.containerd.runc.v2 handlers only "
-       "(containerd PR #13504, 2.4.0-beta); husk's -info reports runc's rro")
+       "(containerd PR #13504, 2.4.0-beta); husk's -info reports its own runtime's rro")
 def read(p):
     out = {}
     for line in open(p):
