@@ -2,6 +2,7 @@
 //! needed. Human tables by default, `--json` for scripts.
 
 mod bench;
+mod churn;
 mod client;
 mod container;
 mod demo;
@@ -140,6 +141,9 @@ enum Cmd {
     Demo,
     /// Latency and memory benchmark.
     Bench(bench::BenchArgs),
+    /// Sandboxes and containers made and removed many times, with a leak
+    /// census; fails on any leak.
+    Churn(churn::ChurnArgs),
 }
 
 fn kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
@@ -356,6 +360,15 @@ async fn run(cli: Cli) -> Result<()> {
             out.record(&json!({"id": id, "removed": true, "exit_status": status}));
         }
         Cmd::Demo => demo::run(&cli.namespace, client::shim_binary(cli.shim.as_deref())).await?,
+        Cmd::Churn(a) => {
+            churn::run(
+                &cli.namespace,
+                client::shim_binary(cli.shim.as_deref()),
+                a,
+                &out,
+            )
+            .await?
+        }
         Cmd::Bench(b) => {
             bench::run(
                 &cli.namespace,
