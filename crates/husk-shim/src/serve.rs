@@ -160,7 +160,10 @@ pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
         crate::bootstrap::SHIM_PID_FILE,
         std::process::id().to_string(),
     );
+    // Blocking-pool threads (a container's status pipe, cgroup removal)
+    // end soon after their work instead of idling 10 s with a stack each.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .thread_keep_alive(std::time::Duration::from_millis(200))
         .enable_all()
         .build()
         .map_err(|e| BootstrapError::Io {

@@ -12,7 +12,7 @@
 //! the start pipe: one byte starts the program, EOF abandons it.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -56,10 +56,27 @@ pub fn main() -> ! {
         .and_then(|p| serde_json::from_str::<Plan>(&p).map_err(|e| format!("plan: {e}")));
     let r = plan.and_then(|p| run(&p, &mut status));
     if let Err(msg) = r {
-        let _ = writeln!(status, "error {}", msg.replace('\n', " "));
+        let _ = report(&mut status, &format!("error {}", msg.replace('\n', " ")));
         std::process::exit(1);
     }
     std::process::exit(0)
+}
+
+/// Writes one status line in one write(2). The helper and the process it
+/// forked share the pipe: `writeln!` with an argument writes piece by
+/// piece, and a `ready` landing between `pid ` and the number made a
+/// line neither side understood (a Create that never returned, about one
+/// in 200 under CRI churn). A write of at most PIPE_BUF bytes is atomic.
+fn report(status: &mut File, line: &str) -> std::io::Result<()> {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let bytes = &buf.as_bytes()[..buf.len().min(libc::PIPE_BUF)];
+    let n = nix::unistd::write(&*status, bytes)?;
+    if n != bytes.len() {
+        return Err(std::io::Error::other("short status write"));
+    }
+    Ok(())
 }
 
 fn load_spec(bundle: &Path) -> Result<Spec, String> {
@@ -183,13 +200,13 @@ fn run(plan: &Plan, status: &mut File) -> Result<(), String> {
     // binary that starts no threads), so the child may run anything.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Parent { child } => {
-            writeln!(status, "pid {child}").map_err(|e| format!("status: {e}"))?;
+            report(status, &format!("pid {child}")).map_err(|e| format!("status: {e}"))?;
             Ok(())
         }
         nix::unistd::ForkResult::Child => {
             let r = container(plan, &spec, &process, console, status);
             if let Err(msg) = r {
-                let _ = writeln!(status, "error {}", msg.replace('\n', " "));
+                let _ = report(status, &format!("error {}", msg.replace('\n', " ")));
             }
             std::process::exit(127);
         }
@@ -353,7 +370,7 @@ fn container(
     )
     .map_err(|e| format!("status fd: {e}"))?;
     if !exec {
-        writeln!(status, "ready").map_err(|e| format!("status: {e}"))?;
+        report(status, "ready").map_err(|e| format!("status: {e}"))?;
         // SAFETY: fd 4 is the start pipe the shim handed over.
         let mut start = unsafe { File::from_raw_fd(START_FD) };
         let mut b = [0u8; 1];

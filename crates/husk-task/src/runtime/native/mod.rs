@@ -15,7 +15,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use husk_sandbox::os::Cgroups;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use super::{CreateOpts, ExecOpts, OciRuntime, RuntimeError};
 
@@ -73,6 +72,24 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
         .map_err(|e| failed("create", format!("pipe: {e}")))
 }
 
+/// Reaps the helper, which exits right after it reports the pid; its
+/// status tells nothing the status pipe did not. Polled with WNOHANG for
+/// at most 500 ms: nothing may hang a Create on it. A helper not reaped
+/// here is an unclaimed zombie, which the shim's subreaper sweep reaps
+/// within two seconds.
+async fn reap_helper(mut helper: std::process::Child) {
+    for _ in 0..100 {
+        match helper.try_wait() {
+            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Ok(Some(_)) | Err(_) => return,
+        }
+    }
+    tracing::debug!(
+        pid = helper.id(),
+        "helper not reaped in 500 ms; the subreaper sweep will"
+    );
+}
+
 /// What the helper reported.
 #[derive(Debug, Default)]
 struct Report {
@@ -81,31 +98,49 @@ struct Report {
     error: Option<String>,
 }
 
-/// Reads status lines until `ready`, an error, or EOF.
+/// Reads status lines until `ready`, an error, or EOF, on the blocking
+/// pool with plain blocking reads, a byte at a time (the lines are short,
+/// and nothing past `ready` may be read ahead: the start's report comes
+/// after it).
 async fn read_status(fd: OwnedFd, until_ready: bool) -> (Report, Option<OwnedFd>) {
+    tokio::task::spawn_blocking(move || read_status_blocking(fd, until_ready))
+        .await
+        .unwrap_or_else(|e| {
+            let report = Report {
+                error: Some(format!("status reader: {e}")),
+                ..Report::default()
+            };
+            (report, None)
+        })
+}
+
+fn read_status_blocking(fd: OwnedFd, until_ready: bool) -> (Report, Option<OwnedFd>) {
+    use std::io::Read;
     let mut report = Report::default();
-    let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-        report.error = Some("status pipe".into());
-        return (report, None);
-    };
-    let mut lines = tokio::io::BufReader::new(rx);
-    let mut line = String::new();
+    let mut file = std::fs::File::from(fd);
+    let mut line = Vec::new();
     loop {
-        line.clear();
-        match lines.read_line(&mut line).await {
-            Ok(0) | Err(_) => return (report, None),
+        let mut b = [0u8; 1];
+        match file.read(&mut b) {
+            Ok(0) => return (report, None),
+            Ok(_) if b[0] != b'\n' => {
+                line.push(b[0]);
+                continue;
+            }
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (report, None),
         }
-        let l = line.trim_end();
-        if let Some(p) = l.strip_prefix("pid ") {
+        let text = String::from_utf8_lossy(&line).into_owned();
+        line.clear();
+        if let Some(p) = text.strip_prefix("pid ") {
             report.pid = p.parse().ok();
-        } else if l == "ready" {
+        } else if text == "ready" {
             report.ready = true;
             if until_ready {
-                let fd = lines.into_inner().into_blocking_fd().ok();
-                return (report, fd);
+                return (report, Some(file.into()));
             }
-        } else if let Some(e) = l.strip_prefix("error ") {
+        } else if let Some(e) = text.strip_prefix("error ") {
             report.error = Some(e.to_string());
             return (report, None);
         }
@@ -159,7 +194,7 @@ impl Native {
         status_w: OwnedFd,
         start_r: Option<OwnedFd>,
         command: &'static str,
-    ) -> Result<tokio::process::Child, RuntimeError> {
+    ) -> Result<std::process::Child, RuntimeError> {
         use std::os::unix::process::CommandExt;
         let json = serde_json::to_string(plan).map_err(|e| failed(command, e.to_string()))?;
         // Out of the way of fds 0–4 before the child's dup2s.
@@ -207,13 +242,10 @@ impl Native {
                 Ok(())
             });
         }
-        let child = tokio::process::Command::from(c)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn {
-                binary: self.helper.display().to_string(),
-                source,
-            });
+        let child = c.spawn().map_err(|source| RuntimeError::Spawn {
+            binary: self.helper.display().to_string(),
+            source,
+        });
         drop(status_fd);
         drop(start_fd);
         child
@@ -375,13 +407,9 @@ impl OciRuntime for Native {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| failed("start", format!("container {id} is not created")))?;
-        let tx = tokio::net::unix::pipe::Sender::from_owned_fd(pending.start)
+        // One byte into an empty pipe: never blocks.
+        std::io::Write::write_all(&mut std::fs::File::from(pending.start), &[1])
             .map_err(|e| failed("start", format!("start pipe: {e}")))?;
-        let mut tx = tx;
-        tx.write_all(&[1])
-            .await
-            .map_err(|e| failed("start", format!("start pipe: {e}")))?;
-        drop(tx);
         let (report, _) = read_status(pending.status, false).await;
         match report.error {
             Some(e) => Err(failed("start", e)),
@@ -409,9 +437,9 @@ impl OciRuntime for Native {
             }),
         };
         let (status_r, status_w) = pipe()?;
-        let mut helper = self.spawn(&plan, o.stdio, status_w, None, "exec")?;
+        let helper = self.spawn(&plan, o.stdio, status_w, None, "exec")?;
         let (report, _) = read_status(status_r, false).await;
-        let _ = helper.wait().await;
+        reap_helper(helper).await;
         if let Some(e) = report.error {
             if let Some(pid) = report.pid {
                 let _ = nix::sys::signal::kill(
@@ -517,9 +545,11 @@ impl Native {
         };
         let (status_r, status_w) = pipe()?;
         let (start_r, start_w) = pipe()?;
-        let mut helper = self.spawn(&plan, stdio, status_w, Some(start_r), "create")?;
+        let helper = self.spawn(&plan, stdio, status_w, Some(start_r), "create")?;
+        tracing::debug!(id, helper = helper.id(), "create: helper spawned");
         let (report, status) = read_status(status_r, true).await;
-        let _ = helper.wait().await;
+        tracing::debug!(id, ?report, "create: helper reported");
+        reap_helper(helper).await;
         if let Some(pid) = report.pid {
             st.pid = pid;
             st.start_time = start_time(pid);
