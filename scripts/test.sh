@@ -38,6 +38,8 @@ fi
 
 echo "== short soak: sandbox and container churn with a leak census (no containerd)"
 bash scripts/soak.sh -n 300 -c 4 --every 100 --container-cycles 30 --execs 100 | tail -1
+echo "== short soak through containerd's CRI"
+bash scripts/soak.sh --cri --execs 200 --container-cycles 50 --pods 50
 
 echo "== Kubernetes' CRI validation suite, handlers runc and husk"
 bash scripts/critest.sh target/critest 2>&1 | tee target/critest.log
