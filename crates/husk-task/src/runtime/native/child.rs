@@ -383,3 +383,45 @@ fn container(
     }
     Err(process::exec(&program, p, &env))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines written by several writers at once on one pipe arrive whole,
+    /// as the helper's `pid` and its child's `ready` must.
+    #[test]
+    fn status_lines_from_two_writers_never_mix() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let mut f = File::from(w.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        report(&mut f, &format!("pid {t}{i:05}")).unwrap();
+                        report(&mut f, "ready").unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(w);
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            File::from(r).read_to_string(&mut text).unwrap();
+            text
+        });
+        for t in writers {
+            t.join().unwrap();
+        }
+        let text = reader.join().unwrap();
+        let mut lines = 0;
+        for l in text.lines() {
+            assert!(
+                l == "ready" || (l.starts_with("pid ") && l[4..].parse::<u32>().is_ok()),
+                "mixed line {l:?}"
+            );
+            lines += 1;
+        }
+        assert_eq!(lines, 4 * 2000 * 2);
+    }
+}
