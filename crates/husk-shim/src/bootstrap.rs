@@ -224,6 +224,20 @@ pub fn start(flags: &Flags, stdin: &[u8]) -> Result<String, BootstrapError> {
     Ok(reply)
 }
 
+/// The server's allocator settings, added to any the environment has:
+/// no per-thread cache. Its freed chunks are invisible to malloc_trim and
+/// pin the heap pages they sit on for the pod's life; without it a pod's
+/// shim keeps ~44 KiB less heap (140 -> 96 KiB with one container), and
+/// the server allocates too little for the cache to matter for speed.
+pub fn malloc_tunables() -> String {
+    const MINE: &str = "glibc.malloc.tcache_count=0";
+    match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() && !t.contains("tcache_count") => format!("{t}:{MINE}"),
+        Ok(t) if !t.is_empty() => t,
+        _ => MINE.to_string(),
+    }
+}
+
 fn spawn_server(flags: &Flags, listener: UnixListener) -> Result<(), BootstrapError> {
     let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
     let mut cmd = Command::new(&exe);
@@ -242,6 +256,7 @@ fn spawn_server(flags: &Flags, listener: UnixListener) -> Result<(), BootstrapEr
     }
     cmd.arg("serve")
         .env(LISTEN_FD_ENV, LISTEN_FD.to_string())
+        .env("GLIBC_TUNABLES", malloc_tunables())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

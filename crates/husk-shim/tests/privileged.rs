@@ -1384,3 +1384,20 @@ async fn only_root_or_the_socket_owner_may_call() {
     p.delete();
     assert!(p.server_pid().is_none());
 }
+
+#[tokio::test]
+async fn the_server_runs_without_the_allocators_thread_cache() {
+    if !root() {
+        return;
+    }
+    let p = Pod::new("tunables");
+    let out = p.start_argv(b"");
+    assert!(out.status.success());
+    let pid = p.server_pid().expect("server");
+    let env = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let has = env
+        .split(|b| *b == 0)
+        .any(|kv| kv == b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0");
+    p.delete();
+    assert!(has, "GLIBC_TUNABLES in the server's environment");
+}
