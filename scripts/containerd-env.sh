@@ -45,7 +45,10 @@ husk_shim() {
 }
 
 apt_private() {
+  # The registry's sid may be a snapshot older than its Release file's
+  # Valid-Until: accept it (the packages are still signature-checked).
   apt-get -o Dir::Etc::SourceList="$APTDIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Acquire::Check-Valid-Until=false \
     -o Dir::State::Lists="$APTDIR/lists" -o Dir::Cache="$APTDIR/cache" "$@"
 }
 
