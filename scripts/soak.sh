@@ -17,7 +17,11 @@ build_release
 if [ "${1:-}" = "--cri" ]; then
   shift
   started=0
-  if ! bash scripts/containerd-env.sh up 2>&1 | tee /dev/stderr | grep -q "already running"; then started=1; fi
+  # (Not `tee /dev/stderr`: with stderr on a file, that reopens and
+  # truncates the file, and a CI log loses all it had.)
+  up_out=$(bash scripts/containerd-env.sh up 2>&1) || { echo "$up_out" >&2; exit 1; }
+  echo "$up_out" >&2
+  if ! grep -q "already running" <<<"$up_out"; then started=1; fi
   [ "$started" = 1 ] && trap 'bash scripts/containerd-env.sh down' EXIT
   set -a
   eval "$(bash scripts/containerd-env.sh env)"
