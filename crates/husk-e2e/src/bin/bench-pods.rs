@@ -75,6 +75,7 @@ fn sandbox_pid(handler: &str, id: &str, info: &serde_json::Value) -> u32 {
     info.get("pid").and_then(|v| v.as_u64()).unwrap_or(0) as u32
 }
 
+#[derive(Default)]
 struct Side {
     run: Vec<f64>,
     stop_remove: Vec<f64>,
@@ -103,50 +104,51 @@ async fn bench_container(
     Ok((c, info["pid"].as_u64().unwrap_or(0) as u32))
 }
 
-async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Side> {
-    let tag = std::process::id();
-    let mut run = Vec::new();
-    let mut stop_remove = Vec::new();
-    let (mut ctr_start, mut exec, mut ctr_stop_remove) = (Vec::new(), Vec::new(), Vec::new());
-    // A warm-up pod, not counted: first-use costs (image lookup, caches).
-    let uid = format!("{tag}-{handler}-warm");
+/// A warm-up pod, not counted: first-use costs (image lookup, caches).
+async fn warm_up(env: &Env, cri: &mut Cri, handler: &str) -> Result<()> {
+    let uid = format!("{}-{handler}-warm", std::process::id());
     let cfg = pod_config(env, "warm", &uid, false);
     let id = run_pod(cri, cfg.clone(), handler).await?;
     bench_container(env, cri, &id, &cfg).await?;
     stop_pod(cri, &id).await?;
     remove_pod(cri, &id).await?;
     remove_pod_cgroup(env, &uid);
-    for i in 0..a.n {
-        let cfg = pod_config(
-            env,
-            &format!("bench{i}"),
-            &format!("{tag}-{handler}-{i}"),
-            false,
-        );
+    Ok(())
+}
+
+/// Pod `i` on `handler`, timed into `side`.
+async fn one_pod(env: &Env, cri: &mut Cri, handler: &str, i: usize, side: &mut Side) -> Result<()> {
+    let uid = format!("{}-{handler}-{i}", std::process::id());
+    let cfg = pod_config(env, &format!("bench{i}"), &uid, false);
+    let t0 = Instant::now();
+    let id = run_pod(cri, cfg.clone(), handler).await?;
+    side.run.push(t0.elapsed().as_secs_f64() * 1e3);
+    let t0 = Instant::now();
+    let (c, _) = bench_container(env, cri, &id, &cfg).await?;
+    side.ctr_start.push(t0.elapsed().as_secs_f64() * 1e3);
+    for _ in 0..3 {
         let t0 = Instant::now();
-        let id = run_pod(cri, cfg.clone(), handler).await?;
-        run.push(t0.elapsed().as_secs_f64() * 1e3);
-        let t0 = Instant::now();
-        let (c, _) = bench_container(env, cri, &id, &cfg).await?;
-        ctr_start.push(t0.elapsed().as_secs_f64() * 1e3);
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            let (code, _, _) = exec_sync(cri, &c, &["true"], 10).await?;
-            exec.push(t0.elapsed().as_secs_f64() * 1e3);
-            if code != 0 {
-                bail!("ExecSync true exited {code}");
-            }
+        let (code, _, _) = exec_sync(cri, &c, &["true"], 10).await?;
+        side.exec.push(t0.elapsed().as_secs_f64() * 1e3);
+        if code != 0 {
+            bail!("ExecSync true exited {code}");
         }
-        let t0 = Instant::now();
-        stop_container(cri, &c, 0).await?;
-        remove_container(cri, &c).await?;
-        ctr_stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
-        let t0 = Instant::now();
-        stop_pod(cri, &id).await?;
-        remove_pod(cri, &id).await?;
-        stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
-        remove_pod_cgroup(env, &format!("{tag}-{handler}-{i}"));
     }
+    let t0 = Instant::now();
+    stop_container(cri, &c, 0).await?;
+    remove_container(cri, &c).await?;
+    side.ctr_stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
+    let t0 = Instant::now();
+    stop_pod(cri, &id).await?;
+    remove_pod(cri, &id).await?;
+    side.stop_remove.push(t0.elapsed().as_secs_f64() * 1e3);
+    remove_pod_cgroup(env, &uid);
+    Ok(())
+}
+
+/// K pods alive at once on `handler`: PSS into `side`.
+async fn memory(env: &Env, cri: &mut Cri, handler: &str, a: &Args, side: &mut Side) -> Result<()> {
+    let tag = std::process::id();
     // Memory: K pods alive at once.
     let mut alive = Vec::new();
     for i in 0..a.pss_pods {
@@ -177,15 +179,9 @@ async fn measure(env: &Env, cri: &mut Cri, handler: &str, a: &Args) -> Result<Si
         remove_pod(cri, id).await?;
         remove_pod_cgroup(env, uid);
     }
-    Ok(Side {
-        run,
-        stop_remove,
-        ctr_start,
-        exec,
-        ctr_stop_remove,
-        pss_per_pod: total as f64 / alive.len() as f64,
-        pss_container: ctr_total as f64 / alive.len() as f64,
-    })
+    side.pss_per_pod = total as f64 / alive.len() as f64;
+    side.pss_container = ctr_total as f64 / alive.len() as f64;
+    Ok(())
 }
 
 /// The handlers measured, in order: husk's default (its own runtime),
@@ -201,13 +197,25 @@ async fn main() -> Result<()> {
     let a = parse_args()?;
     let env = Env::from_env().context("no private containerd: run scripts/bench-pods.sh (or containerd-env.sh up and export its env)")?;
     let mut cri = connect(&env.socket).await?;
-    let mut sides = Vec::new();
+    // Pod i runs on every handler before pod i + 1 on any: the VM's drift
+    // over a run lands on all three columns alike.
+    let mut sides: Vec<Side> = HANDLERS.iter().map(|_| Side::default()).collect();
     for (handler, _) in HANDLERS {
-        sides.push(
-            measure(&env, &mut cri, handler, &a)
+        warm_up(&env, &mut cri, handler)
+            .await
+            .with_context(|| format!("{handler} warm-up"))?;
+    }
+    for i in 0..a.n {
+        for (h, (handler, _)) in HANDLERS.iter().enumerate() {
+            one_pod(&env, &mut cri, handler, i, &mut sides[h])
                 .await
-                .with_context(|| format!("{handler} pods"))?,
-        );
+                .with_context(|| format!("{handler} pod {i}"))?;
+        }
+    }
+    for (h, (handler, _)) in HANDLERS.iter().enumerate() {
+        memory(&env, &mut cri, handler, &a, &mut sides[h])
+            .await
+            .with_context(|| format!("{handler} pods for PSS"))?;
     }
     let mut rows: Vec<(String, [f64; 3], &str)> = Vec::new();
     let mut series = |name: &str, pick: fn(&mut Side) -> &mut Vec<f64>| {
