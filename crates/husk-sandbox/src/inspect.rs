@@ -80,6 +80,23 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// A process's open fd count and resident set size in KiB (VmRSS), 0 for
+/// what cannot be read: the two figures a soak watches for growth.
+pub fn fds_and_rss_kib(pid: u32) -> (usize, u64) {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let rss = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    (fds, rss)
+}
+
 /// Mount points at or below `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     let d = dir.display().to_string();

@@ -67,21 +67,17 @@ impl Census {
     fn take(ns: &str) -> Census {
         let root = paths::run_root();
         let mut m = BTreeMap::new();
-        let procs = fs::read_dir("/proc")
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|p| {
-                        let c = husk_sandbox::inspect::cmdline(*p);
-                        c.contains("containerd-shim-husk")
-                            || c.starts_with("husk-pause")
-                            || c.starts_with("husk-init")
-                            || fs::read_to_string(format!("/proc/{p}/cgroup"))
-                                .is_ok_and(|g| g.contains(":/husk/"))
-                    })
-                    .count()
+        let procs = husk_sandbox::inspect::all_pids()
+            .into_iter()
+            .filter(|p| {
+                let c = husk_sandbox::inspect::cmdline(*p);
+                c.contains("containerd-shim-husk")
+                    || c.starts_with("husk-pause")
+                    || c.starts_with("husk-init")
+                    || fs::read_to_string(format!("/proc/{p}/cgroup"))
+                        .is_ok_and(|g| g.contains(":/husk/"))
             })
-            .unwrap_or(0);
+            .count();
         m.insert("husk processes", procs);
         let mounts = fs::read_to_string("/proc/self/mountinfo")
             .map(|t| {
@@ -115,19 +111,6 @@ impl Census {
     }
 }
 
-/// A shim's fd count and RSS (KiB).
-fn shim_usage(pid: u32) -> (usize, u64) {
-    let rss = fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0);
-    (entries(Path::new(&format!("/proc/{pid}/fd"))), rss)
-}
-
 fn sandbox_args(ns: &str, id: String) -> CreateArgs {
     CreateArgs {
         bundle: client::bundle_dir(ns, &id),
@@ -154,7 +137,7 @@ async fn sandbox_cycle(ns: String, bin: PathBuf, id: String) -> Result<(usize, u
     client::create(&shim, &a).await?;
     client::start(&shim, &a.id).await?;
     let usage = husk_shim::server_proc::shim_server(&a.id)
-        .map(shim_usage)
+        .map(husk_sandbox::inspect::fds_and_rss_kib)
         .unwrap_or((0, 0));
     client::stop(&shim, &a.id, 0).await?;
     client::shutdown(&shim, &a.id).await?;
@@ -216,7 +199,7 @@ async fn long_pod_work(
     let mut done = 0usize;
     let mut tick = |done: usize| {
         if done == tenth {
-            early = Some(shim_usage(spid));
+            early = Some(husk_sandbox::inspect::fds_and_rss_kib(spid));
         }
     };
     let t0 = Instant::now();
@@ -245,7 +228,7 @@ async fn long_pod_work(
     }
     // The shim trims its heap half a second after the last request.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let end = shim_usage(spid);
+    let end = husk_sandbox::inspect::fds_and_rss_kib(spid);
     out.record(&json!({
         "phase": "long-lived pod",
         "container_cycles": a.container_cycles,

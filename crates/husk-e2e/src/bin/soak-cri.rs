@@ -55,22 +55,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// A shim's fd count and RSS (KiB).
-fn usage(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0);
-    (fds, rss)
-}
-
 async fn long_lived_pod(env: &Env, cri: &mut Cri, a: &Args) -> Result<Vec<String>> {
     let tag = std::process::id();
     let uid = format!("soak{tag}-long");
@@ -97,7 +81,7 @@ async fn long_lived_pod(env: &Env, cri: &mut Cri, a: &Args) -> Result<Vec<String
         }
         ops += 1;
         if ops == 100 {
-            early = Some(usage(shim));
+            early = Some(husk_sandbox::inspect::fds_and_rss_kib(shim));
         }
     }
     let exec_secs = t0.elapsed().as_secs_f64();
@@ -114,13 +98,13 @@ async fn long_lived_pod(env: &Env, cri: &mut Cri, a: &Args) -> Result<Vec<String
         remove_container(cri, &c).await?;
         ops += 1;
         if ops == 100 {
-            early = Some(usage(shim));
+            early = Some(husk_sandbox::inspect::fds_and_rss_kib(shim));
         }
     }
     let cycle_secs = t0.elapsed().as_secs_f64();
     // The shim trims its heap half a second after the last request.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let end = usage(shim);
+    let end = husk_sandbox::inspect::fds_and_rss_kib(shim);
     let early = early.unwrap_or(end);
     if end.0 > early.0 + early.0 / 10 {
         problems.push(format!("long-lived shim fds {} -> {}", early.0, end.0));
