@@ -60,3 +60,19 @@ build_release() {
   HUSK_BIN="$PWD/target/$host/release"
   export HUSK_BIN
 }
+
+# Brings up the private containerd unless it runs already, exports its
+# env, and stops it at exit only if this call started it.
+use_private_containerd() {
+  local out
+  # (Not `tee /dev/stderr`: with stderr on a file, that reopens and
+  # truncates the file, and a CI log loses all it had.)
+  out=$(bash scripts/containerd-env.sh up 2>&1) || { echo "$out" >&2; exit 1; }
+  echo "$out" >&2
+  if ! grep -q "already running" <<<"$out"; then
+    trap 'bash scripts/containerd-env.sh down' EXIT
+  fi
+  set -a
+  eval "$(bash scripts/containerd-env.sh env)"
+  set +a
+}

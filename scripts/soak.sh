@@ -16,16 +16,7 @@ source scripts/setup.sh
 build_release
 if [ "${1:-}" = "--cri" ]; then
   shift
-  started=0
-  # (Not `tee /dev/stderr`: with stderr on a file, that reopens and
-  # truncates the file, and a CI log loses all it had.)
-  up_out=$(bash scripts/containerd-env.sh up 2>&1) || { echo "$up_out" >&2; exit 1; }
-  echo "$up_out" >&2
-  if ! grep -q "already running" <<<"$up_out"; then started=1; fi
-  [ "$started" = 1 ] && trap 'bash scripts/containerd-env.sh down' EXIT
-  set -a
-  eval "$(bash scripts/containerd-env.sh env)"
-  set +a
+  use_private_containerd
   cargo build --release --quiet -p husk-e2e --bin soak-cri
   target/release/soak-cri "$@"
   exit
