@@ -6,6 +6,7 @@ pub mod convert;
 pub mod cri;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod log;
 pub mod paths;
 pub mod pod;

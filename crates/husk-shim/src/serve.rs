@@ -1,6 +1,7 @@
 //! The long-lived shim server: a current-thread tokio runtime serving the
 //! Sandbox service on the socket `start` handed over as fd 3.
 
+use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::bootstrap::{inherited_listener, BootstrapError, Flags};
+use crate::gate::Gated;
 use crate::paths;
 use crate::pod::Pod;
 use crate::service::SandboxService;
@@ -30,12 +32,12 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// A connection that counts itself while it lives.
 struct Counted {
-    inner: UnixStream,
+    inner: Gated<UnixStream>,
     live: Arc<watch::Sender<usize>>,
 }
 
 impl Counted {
-    fn new(inner: UnixStream, live: Arc<watch::Sender<usize>>) -> Self {
+    fn new(inner: Gated<UnixStream>, live: Arc<watch::Sender<usize>>) -> Self {
         live.send_modify(|n| *n += 1);
         Counted { inner, live }
     }
@@ -151,6 +153,46 @@ pub fn peer_allowed(peer: Option<u32>, owner: Option<u32>) -> bool {
     }
 }
 
+/// The ttrpc server for `pod` on `listener`: the Sandbox and Task
+/// services; each connection checked against `owner` (see
+/// [`peer_allowed`]), counted in `live`, and behind the service gate.
+pub fn server(
+    pod: Arc<Pod>,
+    listener: tokio::net::UnixListener,
+    owner: Option<u32>,
+    live: Arc<watch::Sender<usize>>,
+) -> ttrpc::asynchronous::Server {
+    let sandbox = create_sandbox(Arc::new(SandboxService::new(pod.clone())));
+    let task = create_task(Arc::new(TaskService::new(pod)));
+    let known: Arc<HashSet<String>> =
+        Arc::new(sandbox.keys().chain(task.keys()).cloned().collect());
+    let incoming = futures::stream::unfold(listener, move |l| {
+        let live = live.clone();
+        let known = known.clone();
+        async move {
+            loop {
+                match l.accept().await {
+                    Ok((s, _)) => {
+                        let uid = s.peer_cred().ok().map(|c| c.uid());
+                        if peer_allowed(uid, owner) {
+                            return Some((Ok(Counted::new(Gated::new(s, known), live)), l));
+                        }
+                        tracing::warn!(
+                            ?uid,
+                            "connection refused: peer is not root or the socket's owner"
+                        );
+                    }
+                    Err(e) => return Some((Err(e), l)),
+                }
+            }
+        }
+    });
+    ttrpc::asynchronous::Server::new()
+        .add_listener(ttrpc::asynchronous::transport::Listener::new(incoming))
+        .register_service(sandbox)
+        .register_service(task)
+}
+
 pub fn serve(flags: &Flags) -> Result<(), BootstrapError> {
     init_logging(flags.debug);
     let listener = inherited_listener()?;
@@ -220,9 +262,6 @@ async fn run(
     });
     let pod = Pod::new(engine, tasks, defaults);
     tokio::spawn(crate::reaper::run());
-    let service = Arc::new(SandboxService::new(pod.clone()));
-    let tasks = Arc::new(TaskService::new(pod.clone()));
-
     let io_err = |op: &'static str| {
         move |e: std::io::Error| BootstrapError::Io {
             op,
@@ -236,7 +275,6 @@ async fn run(
     let listener =
         tokio::net::UnixListener::from_std(listener).map_err(io_err("register socket"))?;
     let live = Arc::new(watch::channel(0usize).0);
-    let live2 = live.clone();
     // Besides the socket's 0600 mode in a 0700 directory: a peer that is
     // neither root nor the directory's owner is turned away at accept.
     let owner = {
@@ -246,30 +284,7 @@ async fn run(
             .and_then(|d| std::fs::metadata(d).ok())
             .map(|m| m.uid())
     };
-    let incoming = futures::stream::unfold(listener, move |l| {
-        let live = live2.clone();
-        async move {
-            loop {
-                match l.accept().await {
-                    Ok((s, _)) => {
-                        let uid = s.peer_cred().ok().map(|c| c.uid());
-                        if peer_allowed(uid, owner) {
-                            return Some((Ok(Counted::new(s, live)), l));
-                        }
-                        tracing::warn!(
-                            ?uid,
-                            "connection refused: peer is not root or the socket's owner"
-                        );
-                    }
-                    Err(e) => return Some((Err(e), l)),
-                }
-            }
-        }
-    });
-    let mut server = ttrpc::asynchronous::Server::new()
-        .add_listener(ttrpc::asynchronous::transport::Listener::new(incoming))
-        .register_service(create_sandbox(service))
-        .register_service(create_task(tasks));
+    let mut server = server(pod.clone(), listener, owner, live.clone());
     server.start().await.map_err(|e| BootstrapError::Io {
         op: "start ttrpc server",
         path: paths::socket_path(&flags.namespace, &flags.id),

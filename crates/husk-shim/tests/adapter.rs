@@ -8,19 +8,18 @@ use std::sync::Arc;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::sandbox_api as api;
-use containerd_shim_protos::sandbox_async::{create_sandbox, SandboxClient};
+use containerd_shim_protos::sandbox_async::SandboxClient;
 use husk_sandbox::os::fake::FakeOs;
 use husk_sandbox::{Engine, Host, PodConfig, StateStore};
 use husk_shim::cri;
 use husk_shim::pod::Pod;
-use husk_shim::service::SandboxService;
-use husk_shim::task::TaskService;
 use husk_task::events::RecordedEvents;
 use husk_task::runtime::fake::FakeRuntime;
 use ttrpc::context;
 use ttrpc::Code;
 
 struct Rig {
+    raw: ttrpc::asynchronous::Client,
     client: SandboxClient,
     tasks: containerd_shim_protos::shim_async::TaskClient,
     pod: Arc<Pod>,
@@ -47,17 +46,20 @@ async fn rig() -> Rig {
         sockdir.path().join("c"),
     );
     let pod = Pod::new(engine, tasks, Default::default());
-    let svc = Arc::new(SandboxService::new(pod.clone()));
-    let tsvc = Arc::new(TaskService::new(pod.clone()));
-    let addr = format!("unix://{}/s.sock", sockdir.path().display());
-    let mut server = ttrpc::asynchronous::Server::new()
-        .bind(&addr)
-        .unwrap()
-        .register_service(create_sandbox(svc))
-        .register_service(containerd_shim_protos::shim_async::create_task(tsvc));
+    // The shim's own server: peer check, connection count, service gate.
+    let path = sockdir.path().join("s.sock");
+    let addr = format!("unix://{}", path.display());
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let live = Arc::new(tokio::sync::watch::channel(0usize).0);
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(sockdir.path()).unwrap().uid()
+    };
+    let mut server = husk_shim::serve::server(pod.clone(), listener, Some(owner), live);
     server.start().await.unwrap();
     let c = ttrpc::asynchronous::Client::connect(&addr).await.unwrap();
     Rig {
+        raw: c.clone(),
         client: SandboxClient::new(c.clone()),
         tasks: containerd_shim_protos::shim_async::TaskClient::new(c),
         pod,
@@ -592,4 +594,59 @@ async fn stop_sandbox_stops_its_containers_first() {
     assert!(*r.pod.exit_gate().borrow());
     let topics = r.events.topics();
     assert_eq!(topics.last(), Some(&"/tasks/delete"));
+}
+
+fn raw_request(service: &str, method: &str) -> ttrpc::Request {
+    let mut req = ttrpc::Request::new();
+    req.set_service(service.into());
+    req.set_method(method.into());
+    req.set_timeout_nano(10_000_000_000);
+    req
+}
+
+#[tokio::test]
+async fn an_unknown_service_is_unimplemented_and_the_connection_serves_on() {
+    let r = rig().await;
+    let status = |res: ttrpc::Result<ttrpc::Response>| match res {
+        Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message),
+        other => panic!("want a status, got {other:?}"),
+    };
+    // As containerd's Go ttrpc server answers: UNIMPLEMENTED, "service X".
+    let (c, m) = status(
+        r.raw
+            .request(raw_request("containerd.task.v2.Task", "State"))
+            .await,
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (Code::UNIMPLEMENTED, "service containerd.task.v2.Task")
+    );
+    // An unknown method of a served service was already UNIMPLEMENTED.
+    let (c, _) = status(
+        r.raw
+            .request(raw_request("containerd.runtime.sandbox.v1.Sandbox", "Nope"))
+            .await,
+    );
+    assert_eq!(c, Code::UNIMPLEMENTED);
+    // Many in flight on one connection, known and unknown mixed: every
+    // answer comes back to its own caller.
+    let mut calls = Vec::new();
+    for i in 0..64 {
+        let raw = r.raw.clone();
+        let client = r.client.clone();
+        calls.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let res = raw.request(raw_request("x.Unknown", "M")).await;
+                matches!(res, Err(ttrpc::Error::RpcStatus(s)) if s.code() == Code::UNIMPLEMENTED)
+            } else {
+                let mut ping = api::PingRequest::new();
+                ping.sandbox_id = "none".into();
+                let res = client.ping_sandbox(ctx(), &ping).await;
+                matches!(res, Err(ttrpc::Error::RpcStatus(s)) if s.code() == Code::NOT_FOUND)
+            }
+        }));
+    }
+    for c in calls {
+        assert!(c.await.unwrap());
+    }
 }
