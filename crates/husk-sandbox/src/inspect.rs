@@ -99,10 +99,9 @@ pub fn fds_and_rss_kib(pid: u32) -> (usize, u64) {
 
 /// Mount points at or below `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let d = dir.display().to_string();
     mount_points()
         .into_iter()
-        .filter(|m| m.starts_with(&d))
+        .filter(|m| Path::new(m).starts_with(dir))
         .collect()
 }
 

@@ -329,7 +329,11 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
         &paths::task_registry(&flags.namespace, &flags.id),
         &runtime_root,
     )?;
-    if let Some(found) = husk_sandbox::engine::reclaim(&host, &store, &flags.id)? {
+    let bundle = match &flags.bundle {
+        Some(b) => b.clone(),
+        None => std::env::current_dir().map_err(io_err("locate", "."))?,
+    };
+    if let Some(found) = husk_sandbox::engine::reclaim(&host, &store, &flags.id, &bundle)? {
         resp.pid = found.pid;
         if let Some(exit) = found.exit {
             resp.exit_status = exit.status;
@@ -338,10 +342,6 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
     } else {
         // Not a sandbox: a container of a husk pod whose shim died. Its
         // bundle says which runtime holds it and what is mounted.
-        let bundle = match &flags.bundle {
-            Some(b) => b.clone(),
-            None => std::env::current_dir().map_err(io_err("locate", "."))?,
-        };
         husk_task::engine::reclaim(&host, &bundle, &runtime_root)?;
     }
     let sock = paths::socket_path(&flags.namespace, &flags.id);

@@ -234,8 +234,17 @@ async fn run(
         host.clone(),
         StateStore::new(paths::state_root(&flags.namespace)),
     );
-    if engine.restore(&flags.id)? {
-        tracing::info!(id = %flags.id, "restored sandbox state after a shim restart");
+    match engine.restore(&flags.id) {
+        Ok(true) => tracing::info!(id = %flags.id, "restored sandbox state after a shim restart"),
+        Ok(false) => {}
+        // A damaged record is not trusted: the sandbox is unknown to this
+        // server (NotFound), and `shim delete` salvages it from the kernel.
+        Err(husk_sandbox::Error::State { path, source })
+            if source.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            tracing::error!(path = %path.display(), error = %source, "sandbox record unreadable: not restored");
+        }
+        Err(e) => return Err(e.into()),
     }
     let events: Arc<dyn husk_task::EventSink> = match std::env::var("TTRPC_ADDRESS") {
         Ok(a) if !a.is_empty() => {

@@ -1401,3 +1401,73 @@ async fn the_server_runs_without_the_allocators_thread_cache() {
     p.delete();
     assert!(has, "GLIBC_TUNABLES in the server's environment");
 }
+
+/// Fault: the sandbox record is damaged while the pod runs and its shim is
+/// gone. A restarted shim does not trust it (the sandbox is NotFound
+/// there, and the server serves on); `shim delete` salvages the pod from
+/// the kernel: holder killed, cgroup and mounts gone, pod files and record
+/// removed. Another pod beside it is untouched.
+#[tokio::test]
+async fn a_damaged_record_is_salvaged_not_trusted() {
+    if !root() {
+        return;
+    }
+    let mut other = Pod::new("bystander");
+    let other_pid = other.run().await;
+    type Damage<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let damages: [(&str, Damage); 3] = [
+        ("truncated", &|b: &[u8]| b[..b.len() / 2].to_vec()),
+        ("empty", &|_: &[u8]| Vec::new()),
+        // Valid JSON, but it names a file outside the bundle: refused.
+        ("tampered", &|b: &[u8]| {
+            let mut v: serde_json::Value = serde_json::from_slice(b).unwrap();
+            v["files"] = serde_json::json!(["/etc/hostname"]);
+            serde_json::to_vec(&v).unwrap()
+        }),
+    ];
+    for (what, damage) in damages {
+        let mut p = Pod::new(&format!("damaged-{what}"));
+        let mut rootfs = containerd_shim_protos::types::mount::Mount::new();
+        rootfs.type_ = "tmpfs".into();
+        rootfs.source = "tmpfs".into();
+        p.launch().await;
+        let mut req = p.create_req(&p.pod_config(), None);
+        req.rootfs.push(rootfs);
+        p.c().create_sandbox(ctx(), &req).await.unwrap();
+        let pid = p.start().await;
+        p.kill_server();
+        let state = p
+            .run_root
+            .path()
+            .join("state")
+            .join(&p.ns)
+            .join(&p.id)
+            .join("state.json");
+        let good = fs::read(&state).unwrap();
+        fs::write(&state, damage(&good)).unwrap();
+        // A new shim for the id serves, and does not know the sandbox.
+        p.launch().await;
+        let mut r = api::SandboxStatusRequest::new();
+        r.sandbox_id = p.id.clone();
+        assert_eq!(
+            code(p.c().sandbox_status(ctx(), &r).await),
+            Code::NOT_FOUND,
+            "{what}"
+        );
+        assert!(alive(pid), "{what}: the holder is left for delete");
+        drop(p.client.take());
+        let d = p.delete();
+        assert_eq!(d.pid, 0, "{what}: no pid is known without the record");
+        wait_until("the holder to die", || !alive(pid));
+        assert!(
+            Path::new("/etc/hostname").exists(),
+            "salvage stays in the bundle"
+        );
+        p.assert_clean();
+        p.remove_parent();
+        assert!(alive(other_pid), "{what}: another pod is untouched");
+    }
+    assert_eq!(other.status().await.state, "SANDBOX_READY");
+    other.stop(0).await;
+    other.remove_and_check().await;
+}
