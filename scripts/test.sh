@@ -41,6 +41,9 @@ bash scripts/soak.sh -n 300 -c 4 --every 100 --container-cycles 30 --execs 100 |
 echo "== short soak through containerd's CRI"
 bash scripts/soak.sh --cri --execs 200 --container-cycles 50 --pods 50
 
+echo "== fuzz: every target 30 s, after replaying every input that ever crashed it"
+bash scripts/fuzz.sh --seconds 30
+
 echo "== Kubernetes' CRI validation suite, handlers runc and husk"
 bash scripts/critest.sh target/critest 2>&1 | tee target/critest.log
 

@@ -23,8 +23,12 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec> {
     let path = bundle.join("config.json");
     let text =
         std::fs::read(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-    let spec: Spec = serde_json::from_slice(&text)
-        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    parse(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+}
+
+/// What the engine needs of a spec's text.
+pub fn parse(text: &[u8]) -> Result<ContainerSpec> {
+    let spec: Spec = serde_json::from_slice(text).map_err(|e| Error::invalid(e.to_string()))?;
     let linux = spec.linux().as_ref();
     let own_pid_ns = linux
         .and_then(|l| l.namespaces().as_ref())
@@ -57,8 +61,25 @@ pub fn add_pod_mounts(bundle: &Path, pod_files: &[PathBuf]) -> Result<Vec<&'stat
     let path = bundle.join("config.json");
     let text =
         std::fs::read(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&text)
+    let (data, added) = with_pod_mounts(&text, pod_files)
         .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    if let Some(data) = data {
+        let tmp = bundle.join(".config.json.tmp");
+        std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    }
+    Ok(added)
+}
+
+/// [`add_pod_mounts`] on the spec's text: the new text, if anything was
+/// added, and the destinations added.
+pub fn with_pod_mounts(
+    text: &[u8],
+    pod_files: &[PathBuf],
+) -> Result<(Option<Vec<u8>>, Vec<&'static str>)> {
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| Error::invalid(e.to_string()))?;
     let readonly = spec
         .pointer("/root/readonly")
         .and_then(|v| v.as_bool())
@@ -72,7 +93,7 @@ pub fn add_pod_mounts(bundle: &Path, pod_files: &[PathBuf]) -> Result<Vec<&'stat
         .map(|o| o.entry("mounts").or_insert_with(|| serde_json::json!([])))
         .and_then(|m| m.as_array_mut())
     else {
-        return Err(Error::invalid("config.json: mounts is not a list"));
+        return Err(Error::invalid("mounts is not a list"));
     };
     let file = |name: &str| {
         pod_files
@@ -107,14 +128,11 @@ pub fn add_pod_mounts(bundle: &Path, pod_files: &[PathBuf]) -> Result<Vec<&'stat
         }));
         added.push(dest);
     }
-    if !added.is_empty() {
-        let tmp = bundle.join(".config.json.tmp");
-        let data = serde_json::to_vec(&spec).map_err(|e| Error::invalid(e.to_string()))?;
-        std::fs::write(&tmp, data)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    if added.is_empty() {
+        return Ok((None, added));
     }
-    Ok(added)
+    let data = serde_json::to_vec(&spec).map_err(|e| Error::invalid(e.to_string()))?;
+    Ok((Some(data), added))
 }
 
 /// Checks an exec's process JSON before the runtime sees it.

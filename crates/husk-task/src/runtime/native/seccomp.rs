@@ -283,8 +283,8 @@ pub fn install(prog: &[Insn]) -> std::io::Result<()> {
     }
 }
 
-/// Runs a compiled program over one call, as the kernel would (for tests).
-#[cfg(test)]
+/// Runs a compiled program over one call, as the kernel would (for tests
+/// and the fuzz targets).
 pub fn run(prog: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     let word = |off: u32| -> u32 {
         match off {
