@@ -24,6 +24,9 @@ pub const DEFAULT_PARENT: &str = "/husk";
 /// (`kubepods-burstable-pod….slice`), which is expanded the way systemd
 /// nests slices.
 pub fn pod_path(parent: &str, id: &str) -> Result<PathBuf, Error> {
+    // The id becomes a path component: checked here too, not only by the
+    // callers (fuzzing found `..` accepted when a caller had not).
+    crate::id::validate(id)?;
     let parent = if parent.is_empty() {
         DEFAULT_PARENT
     } else {
@@ -235,6 +238,9 @@ mod tests {
             )
         );
         assert!(pod_path("/a/../b", "p").is_err());
+        // Fuzz regression (ids_and_paths): an id of `..` climbed out.
+        assert!(pod_path("./et../c.", "..").is_err());
+        assert!(pod_path("/kubepods", "a/b").is_err());
         assert!(pod_path("-a.slice", "p").is_err());
         assert!(pod_path("a--b.slice", "p").is_err());
     }
