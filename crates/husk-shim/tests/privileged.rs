@@ -344,6 +344,19 @@ impl Pod {
         }
     }
 
+    /// A failed CreateSandbox made nothing: the bundle holds only what
+    /// `start` wrote, nothing is mounted, no pod cgroup exists.
+    fn assert_nothing_made(&self) {
+        assert!(fs::read_dir(self.bundle.path())
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() == "address" || e.file_name() == "shim.pid"));
+        assert!(mounts_under(self.bundle.path()).is_empty());
+        for d in self.cgroup_dirs() {
+            assert!(!d.join(&self.id).exists(), "cgroup left: {}", d.display());
+        }
+    }
+
     /// Nothing of the sandbox remains: holder, shim, cgroup, mounts, pod
     /// files, state, socket.
     fn assert_clean(&self) {
@@ -1470,4 +1483,146 @@ async fn a_damaged_record_is_salvaged_not_trusted() {
     assert_eq!(other.status().await.state, "SANDBOX_READY");
     other.stop(0).await;
     other.remove_and_check().await;
+}
+
+/// Fault: `kill -9` of the shim while CreateSandbox or StartSandbox is in
+/// flight, at delays spread over the call's own duration. containerd sees
+/// the call fail ("ttrpc: closed") and runs `shim delete`; after it,
+/// nothing of the sandbox is left, whatever step the kill landed on, and
+/// a pod beside it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_shim_mid_create_or_start_leaves_nothing_after_delete() {
+    if !root() {
+        return;
+    }
+    let mut other = Pod::new("bystander-kill");
+    let other_pid = other.run().await;
+    let mut landed = std::collections::BTreeMap::new();
+    for phase in ["create", "start"] {
+        // Spread over the call's own duration (a few ms each in a debug
+        // build); the call runs on another worker while this one sleeps.
+        let step = if phase == "create" { 600 } else { 400 };
+        for (n, delay_us) in (0..12u64).map(|i| i * step).enumerate() {
+            let mut p = Pod::new(&format!("k9-{phase}-{n}"));
+            p.launch().await;
+            let client = p.c().clone();
+            let req = p.create_req(&p.pod_config(), None);
+            if phase == "start" {
+                client.create_sandbox(ctx(), &req).await.unwrap();
+            }
+            let id = p.id.clone();
+            let call = tokio::spawn(async move {
+                if phase == "create" {
+                    client.create_sandbox(ctx(), &req).await.map(|_| ())
+                } else {
+                    let mut r = api::StartSandboxRequest::new();
+                    r.sandbox_id = id;
+                    client.start_sandbox(ctx(), &r).await.map(|_| ())
+                }
+            });
+            std::thread::sleep(Duration::from_micros(delay_us));
+            p.kill_server();
+            let outcome = if call.await.unwrap().is_ok() {
+                "finished before the kill"
+            } else {
+                "killed mid-call"
+            };
+            *landed.entry((phase, outcome)).or_insert(0) += 1;
+            // A holder the call may have started: found by the pod's
+            // cgroup, so assert_clean can check it is gone.
+            let holders: Vec<u32> = p
+                .cgroup_dirs()
+                .iter()
+                .filter_map(|d| fs::read_to_string(d.join(&p.id).join("cgroup.procs")).ok())
+                .flat_map(|t| {
+                    t.lines()
+                        .filter_map(|l| l.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .collect();
+            p.delete();
+            for h in holders {
+                wait_until("the holder to die", || !alive(h));
+            }
+            p.assert_clean();
+            p.remove_parent();
+            assert!(alive(other_pid), "another pod is untouched");
+        }
+    }
+    eprintln!("kill -9 mid-call: {landed:?}");
+    assert_eq!(other.status().await.state, "SANDBOX_READY");
+    other.stop(0).await;
+    other.remove_and_check().await;
+}
+
+/// Fault: the state directory is full (a 256 KiB tmpfs as HUSK_RUN_ROOT).
+/// CreateSandbox fails with an error that says so, undoes every step
+/// (cgroup, pod files, mounts), and the shim serves on; once there is
+/// room again the same sandbox is created and runs.
+#[tokio::test]
+async fn a_full_state_directory_fails_create_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("full");
+    let root_dir = p.run_root.path().to_path_buf();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "husk-full"])
+        .arg(&root_dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount a small tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(root_dir.clone());
+    p.launch().await;
+    // Fill what is left of it.
+    let fill = root_dir.join("fill");
+    let mut f = fs::File::create(&fill).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let e = p.create(&p.pod_config(), None).await.unwrap_err();
+    let msg = format!("{e:?}");
+    assert!(msg.contains("No space left on device"), "{msg}");
+    p.assert_nothing_made();
+    let mut r = api::PingRequest::new();
+    r.sandbox_id = p.id.clone();
+    assert_eq!(code(p.c().ping_sandbox(ctx(), &r).await), Code::NOT_FOUND);
+    // Room again: the same request now succeeds.
+    fs::remove_file(&fill).unwrap();
+    p.create(&p.pod_config(), None).await.unwrap();
+    p.start().await;
+    p.stop(0).await;
+    p.remove_and_check().await;
+}
+
+/// Fault: the network namespace containerd made is removed (CNI teardown
+/// racing) before CreateSandbox: InvalidArgument naming the path, nothing
+/// made, and the shim serves on.
+#[tokio::test]
+async fn a_netns_removed_before_create_is_invalid_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let mut p = Pod::new("gone-netns");
+    p.launch().await;
+    let ns = Netns::new("gone");
+    let path = ns.path();
+    drop(ns); // ip netns del: unmounted and unlinked
+    assert!(!path.exists());
+    let e = p.create(&p.pod_config(), Some(&path)).await;
+    let msg = format!("{e:?}");
+    assert_eq!(code(e), Code::INVALID_ARGUMENT);
+    assert!(msg.contains(&*path.to_string_lossy()), "{msg}");
+    p.assert_nothing_made();
+    p.create(&p.pod_config(), None).await.unwrap();
+    p.start().await;
+    p.stop(0).await;
+    p.remove_and_check().await;
 }

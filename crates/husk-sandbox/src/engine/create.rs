@@ -113,6 +113,28 @@ impl Engine {
         undo: &mut Vec<Undo>,
     ) -> Result<Record> {
         let id = req.id.as_str();
+        // Written ahead: a shim killed at any step below leaves a record
+        // naming everything the steps may make (the cgroup's leaf, every
+        // mount point and pod file), so `shim delete` removes it all. Each
+        // is removed only if there: a missing one is fine.
+        let ahead = Record {
+            mounts: req
+                .rootfs
+                .iter()
+                .map(|m| req.bundle.join("rootfs").join(&m.target))
+                .chain((req.pod.ipc == NsMode::Pod).then(|| req.bundle.join("shm")))
+                .collect(),
+            files: (!req.rootfs.is_empty())
+                .then(|| req.bundle.join("rootfs"))
+                .into_iter()
+                .chain(POD_FILES.iter().map(|f| req.bundle.join(f)))
+                .chain((req.pod.ipc == NsMode::Pod).then(|| req.bundle.join("shm")))
+                .collect(),
+            ..self.new_record(req, network.clone(), cgroup_rel.clone())
+        };
+        self.store.save(&ahead)?;
+        undo.push(Undo::State(id.to_string()));
+
         let created = self
             .host
             .cgroups
@@ -121,23 +143,8 @@ impl Engine {
         undo.push(Undo::Cgroup(created.clone()));
 
         let mut rec = Record {
-            id: id.to_string(),
-            bundle: req.bundle.clone(),
-            hostname: podfiles::hostname(&req.pod, id, &network),
-            network,
-            pod: req.pod.clone(),
-            rootfs: req.rootfs.clone(),
-            cgroup: cgroup_rel,
-            cgroup_version: self.host.cgroups.version(),
             cgroup_created: created,
-            mounts: Vec::new(),
-            files: Vec::new(),
-            phase: Phase::Created,
-            pid: 0,
-            pid_start: 0,
-            created_at: now_nanos(),
-            exited_at: None,
-            exit_status: None,
+            ..self.new_record(req, network, cgroup_rel)
         };
 
         if !req.rootfs.is_empty() {
@@ -160,10 +167,11 @@ impl Engine {
         }
 
         let files = [
-            ("hostname", format!("{}\n", rec.hostname)),
-            ("hosts", podfiles::hosts(&rec.network)),
-            ("resolv.conf", podfiles::resolv_conf(req.pod.dns.as_ref())),
+            format!("{}\n", rec.hostname),
+            podfiles::hosts(&rec.network),
+            podfiles::resolv_conf(req.pod.dns.as_ref()),
         ];
+        let files = POD_FILES.iter().zip(files);
         for (name, content) in files {
             let path = req.bundle.join(name);
             fs::write(&path, content.as_bytes())
@@ -188,9 +196,31 @@ impl Engine {
             rec.mounts.push(shm);
         }
 
-        undo.push(Undo::State(id.to_string()));
         self.store.save(&rec)?;
         Ok(rec)
+    }
+
+    /// A fresh record of `req`, with nothing made yet.
+    fn new_record(&self, req: &CreateRequest, network: Network, cgroup: PathBuf) -> Record {
+        Record {
+            id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            hostname: podfiles::hostname(&req.pod, &req.id, &network),
+            network,
+            pod: req.pod.clone(),
+            rootfs: req.rootfs.clone(),
+            cgroup,
+            cgroup_version: self.host.cgroups.version(),
+            cgroup_created: Vec::new(),
+            mounts: Vec::new(),
+            files: Vec::new(),
+            phase: Phase::Created,
+            pid: 0,
+            pid_start: 0,
+            created_at: now_nanos(),
+            exited_at: None,
+            exit_status: None,
+        }
     }
 
     fn run_undo(&self, undo: Vec<Undo>) -> std::result::Result<(), OsError> {
@@ -213,6 +243,9 @@ impl Engine {
         first_err.map_or(Ok(()), Err)
     }
 }
+
+/// The files CreateSandbox writes into the bundle.
+const POD_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
 
 /// Undo steps of a half-done CreateSandbox, run in reverse on failure.
 enum Undo {

@@ -28,7 +28,12 @@ pub fn reclaim(
     crate::id::validate(id)?;
     let rec = match store.load(id) {
         Ok(Some(rec)) => rec,
-        Ok(None) => return Ok(None),
+        Ok(None) => {
+            // No record, but perhaps its directory: a shim killed while
+            // writing the first one leaves only `state.json.tmp`.
+            store.remove(id)?;
+            return Ok(None);
+        }
         Err(Error::State { path, source }) if source.kind() == io::ErrorKind::InvalidData => {
             tracing::warn!(path = %path.display(), error = %source, "sandbox record unreadable: salvaging from the kernel");
             salvage(host, id, bundle).map_err(Error::os(id, "salvage"))?;
@@ -84,6 +89,9 @@ pub fn teardown(host: &Host, rec: &Record) -> std::result::Result<(), OsError> {
         let _ = host.cgroups.kill_all(&rec.cgroup, libc::SIGKILL);
         std::thread::sleep(POLL);
     }
+    // The leaf first: a record written ahead of a create that was cut
+    // short names the cgroup but not yet the directories made for it.
+    keep(host.cgroups.remove(&host.cgroups.host_paths(&rec.cgroup)));
     keep(host.cgroups.remove(&rec.cgroup_created));
     for m in rec.mounts.iter().rev() {
         keep(host.mounts.unmount(m));
