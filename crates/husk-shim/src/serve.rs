@@ -258,7 +258,9 @@ async fn run(
         Arc::new(husk_task::runtime::Binaries {
             root: paths::runtime_root(&flags.namespace),
             cgroups,
-            helper: exe,
+            // The running image itself, even if an upgrade replaced or
+            // removed the file since: the helper must speak this shim's plan.
+            helper: std::path::PathBuf::from("/proc/self/exe"),
         }),
         events,
         &flags.namespace,

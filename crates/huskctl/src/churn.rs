@@ -154,6 +154,7 @@ fn run_args(pod: &str, id: &str, args: &[&str]) -> RunArgs {
         id: id.into(),
         rootfs: None,
         memory: None,
+        stdout: None,
         share_pid: false,
         wait: false,
         args: args.iter().map(|s| s.to_string()).collect(),

@@ -17,7 +17,7 @@ use crate::client::{self, ctx, rpc_err, Shim};
 /// The applets a generated busybox rootfs links to.
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "sleep", "ps", "hostname", "id", "true", "false", "head", "tail",
-    "wget", "httpd", "env", "mount",
+    "wget", "httpd", "env", "mount", "seq",
 ];
 
 /// The capabilities a container gets by default (containerd's default set).
@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// Memory limit in bytes.
     #[arg(long)]
     pub memory: Option<i64>,
+    /// Where the container's stdout and stderr go, as containerd names it:
+    /// a FIFO path, `file:///path` or `binary:///path` (default: a file
+    /// in the container's bundle, which `huskctl logs` reads).
+    #[arg(long)]
+    pub stdout: Option<String>,
     /// Share the pod's PID namespace (PID 1 is then the pod's holder).
     #[arg(long)]
     pub share_pid: bool,
@@ -193,7 +198,10 @@ async fn create_and_start(
         bundle.join("config.json"),
         serde_json::to_vec_pretty(&spec)?,
     )?;
-    let out = format!("file://{}", log_file(bundle).display());
+    let out = a
+        .stdout
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", log_file(bundle).display()));
     let t = tasks(shim);
     let mut req = tapi::CreateTaskRequest::new();
     req.id = a.id.clone();

@@ -73,6 +73,7 @@ async fn container_steps(ns: &str, shim: &Shim, pod: &str, holder: u32) -> Resul
         id: "hello".into(),
         rootfs: None,
         memory: Some(64 << 20),
+        stdout: None,
         share_pid: false,
         wait: false,
         args: vec![

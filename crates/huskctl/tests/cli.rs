@@ -2,46 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
-
-use serde_json::Value;
-
-const HUSKCTL: &str = env!("CARGO_BIN_EXE_huskctl");
-
-fn root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    eprintln!("\n*** SKIPPED: huskctl CLI test needs root ***\n");
-    false
-}
-
-struct Ctl {
-    run_root: tempfile::TempDir,
-}
-
-impl Ctl {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(HUSKCTL)
-            .env("HUSK_RUN_ROOT", self.run_root.path())
-            .env("HUSK_CONFIG", self.run_root.path().join("runtime.toml"))
-            .args(["--namespace", "clitest"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert!(
-            out.status.success(),
-            "huskctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
+mod common;
+use common::{root, Ctl};
 
 #[test]
 fn a_sandbox_through_huskctl() {

@@ -48,12 +48,28 @@ impl Tasks {
                 return Err(Error::invalid("rootfs mount needs a type and a source"));
             }
         }
+        // Written ahead of every step: a shim killed at any point leaves
+        // the container in the pod's registry (and a record in its
+        // bundle), so `shim delete` reclaims what the steps made. Mount
+        // points not yet mounted are fine to unmount.
+        let ahead = TaskRecord {
+            id: req.id.clone(),
+            binary: req.options.binary().to_string(),
+            root: req.options.root.clone(),
+            systemd_cgroup: req.options.systemd_cgroup,
+            mounts: req.rootfs.iter().map(|m| rootfs_target(req, m)).collect(),
+        };
+        ahead
+            .save(&req.bundle)
+            .and_then(|()| self.register(&ahead))?;
         let mut mounts = Vec::new();
         let r = self.build_mounted(req, spec, &mut mounts).await;
         if r.is_err() {
             for m in mounts.iter().rev() {
                 let _ = self.host.mounts.unmount(m);
             }
+            self.unregister(&req.id);
+            let _ = std::fs::remove_file(req.bundle.join(TASK_RECORD));
         }
         r
     }
@@ -70,7 +86,7 @@ impl Tasks {
             std::fs::create_dir_all(&rootfs)
                 .map_err(|e| Error::invalid(format!("create {}: {e}", rootfs.display())))?;
             for m in &req.rootfs {
-                let target = rootfs.join(m.target.trim_start_matches('/'));
+                let target = rootfs_target(req, m);
                 self.host
                     .mounts
                     .mount(m, &target)
@@ -196,4 +212,11 @@ impl Tasks {
             }
         }
     }
+}
+
+/// Where a rootfs mount of the container goes: under `<bundle>/rootfs`.
+fn rootfs_target(req: &CreateTask, m: &husk_sandbox::Mount) -> PathBuf {
+    req.bundle
+        .join("rootfs")
+        .join(m.target.trim_start_matches('/'))
 }

@@ -147,10 +147,17 @@ impl Tasks {
         let exit = c.init.wait().await;
         if let Err(e) = c.runtime.delete(id, false).await {
             tracing::debug!(%id, error = %e, "runtime delete; forcing");
-            c.runtime
-                .delete(id, true)
-                .await
-                .map_err(Error::runtime(id, "delete"))?;
+            match c.runtime.delete(id, true).await {
+                Ok(()) => {}
+                // The runtime cannot be run at all (removed, broken by an
+                // upgrade): the engine does its clean-up, so the pod can
+                // still be removed. Any other failure is reported.
+                Err(e @ crate::runtime::RuntimeError::Spawn { .. }) => {
+                    tracing::warn!(%id, error = %e, "runtime unavailable: removing the container without it");
+                    self.remove_without_runtime(c).await?;
+                }
+                Err(e) => return Err(Error::runtime(id, "delete")(e)),
+            }
         }
         *c.oom.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for m in c.mounts.iter().rev() {
@@ -166,6 +173,37 @@ impl Tasks {
             pid: c.init.pid(),
             exit,
         })
+    }
+
+    /// What the runtime's `delete --force` does, without it: every process
+    /// in the container's cgroup killed, the cgroup removed, the runtime's
+    /// record dropped.
+    async fn remove_without_runtime(&self, c: &Arc<Container>) -> Result<()> {
+        let id = c.id.as_str();
+        if let Some(cg) = c.spec.cgroup.clone() {
+            let host = self.host.clone();
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..500 {
+                    match host.cgroups.pids(&cg) {
+                        Ok(p) if !p.is_empty() => {
+                            let _ = host.cgroups.kill_all(&cg, libc::SIGKILL);
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        _ => break,
+                    }
+                }
+                let mut dirs = host.cgroups.host_paths(&cg);
+                if host.cgroups.version() == husk_sandbox::os::CgroupVersion::V1 {
+                    dirs.extend(husk_sandbox::os::cgroup::hybrid_unified_dir(&cg));
+                }
+                host.cgroups.remove(&dirs)
+            })
+            .await
+            .map_err(|e| Error::invalid(format!("remove {id}: {e}")))?
+            .map_err(Error::os(id, "remove cgroup"))?;
+        }
+        c.runtime.forget(id);
+        Ok(())
     }
 
     /// Stops and removes every container (the pod is shutting down).

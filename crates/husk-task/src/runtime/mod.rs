@@ -70,6 +70,10 @@ pub trait OciRuntime: Send + Sync {
     async fn exec(&self, o: ExecOpts<'_>) -> Result<(), RuntimeError>;
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuntimeError>;
     async fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
+    /// Drops the runtime's own record of a container whose processes and
+    /// cgroup the engine has already removed: the last resort when the
+    /// runtime cannot be run at all. Blocking-free and idempotent.
+    fn forget(&self, _id: &str) {}
     async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
     async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
     /// Applies OCI `LinuxResources` JSON.

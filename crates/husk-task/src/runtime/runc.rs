@@ -172,6 +172,13 @@ impl OciRuntime for Runc {
         self.run("kill", c, None).await
     }
 
+    /// runc keeps a container's state in `<root>/<id>/`.
+    fn forget(&self, id: &str) {
+        if husk_sandbox::id::validate(id).is_ok() {
+            let _ = std::fs::remove_dir_all(self.root.join(id));
+        }
+    }
+
     async fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
         let mut c = self.command();
         c.arg("delete");

@@ -95,6 +95,19 @@ pub fn detect() -> Result<Arc<dyn Cgroups>, OsError> {
     }
 }
 
+/// On a hybrid host (v1 hierarchies with a unified one beside them at
+/// /sys/fs/cgroup/unified), runc also makes a container's cgroup in the
+/// unified hierarchy, for process tracking. Its directory for `rel`, if
+/// there is one: removing a container without runc must remove it too.
+pub fn hybrid_unified_dir(rel: &Path) -> Option<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup/unified");
+    if !root.join("cgroup.controllers").exists() {
+        return None;
+    }
+    let dir = root.join(rel.strip_prefix("/").unwrap_or(rel));
+    dir.is_dir().then_some(dir)
+}
+
 /// Makes every missing directory of `path`, returning those it made,
 /// outermost first. Tries the leaf first: in the common case (the parent
 /// exists) that is one mkdir and no stat.

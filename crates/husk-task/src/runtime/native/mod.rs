@@ -372,16 +372,27 @@ impl OciRuntime for Native {
             process::validate(p).map_err(|e| failed("create", e))?;
         }
         let rel = cgroup_of(&spec, o.id)?;
-        let created = self
-            .cgroups
-            .create(&rel)
-            .map_err(|e| failed("create", format!("cgroup: {e}")))?;
         let mut st = State {
             pid: 0,
             start_time: None,
             cgroup: rel.clone(),
-            created,
+            created: Vec::new(),
         };
+        // Written ahead, then again as steps land: a shim killed at any
+        // point leaves state naming the cgroup, so `shim delete` finds it.
+        self.save(o.id, &st)?;
+        st.created = match self.cgroups.create(&rel) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(self.state_path(o.id));
+                return Err(failed("create", format!("cgroup: {e}")));
+            }
+        };
+        if let Err(e) = self.save(o.id, &st) {
+            self.teardown(&st).await.ok();
+            let _ = std::fs::remove_file(self.state_path(o.id));
+            return Err(e);
+        }
         let CreateOpts {
             id,
             bundle,
@@ -594,7 +605,12 @@ pub fn reclaim(root: &Path, id: &str, cgroups: &dyn Cgroups) -> Result<(), Strin
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    cgroups.remove(&st.created).map_err(|e| e.to_string())?;
+    // The leaf too: state written ahead of the cgroup's creation names it
+    // but not yet the directories made.
+    cgroups
+        .remove(&cgroups.host_paths(&st.cgroup))
+        .and_then(|()| cgroups.remove(&st.created))
+        .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&path);
     Ok(())
 }
