@@ -259,3 +259,217 @@ async fn a_killed_shim_with_containers_leaves_nothing() {
     let runc_state = husk_shim::paths::runtime_root("k8s.io").join(&c);
     assert!(!runc_state.exists(), "runc state left");
 }
+
+/// Every husk shim server of containerd's k8s.io namespace.
+fn husk_servers() -> std::collections::BTreeSet<u32> {
+    husk_sandbox::inspect::processes_with_arg("k8s.io")
+        .into_iter()
+        .filter(|p| {
+            let a = husk_sandbox::inspect::argv(*p);
+            a.first()
+                .is_some_and(|x| x.ends_with(b"containerd-shim-husk-v1"))
+                && a.iter().any(|x| x == b"serve")
+        })
+        .collect()
+}
+
+/// husk's runtime state files (one per live container) in k8s.io.
+fn runtime_states() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(husk_shim::paths::runtime_root("k8s.io"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILL to containerd, then the same containerd started again.
+async fn kill_and_restart_containerd(env: &Env) -> Cri {
+    let pid = env.containerd_pid().unwrap();
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    eventually("containerd to die", 20, || !alive(pid))
+        .await
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/containerd-env.sh"
+    );
+    let ok = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "containerd came back");
+    connect(&env.socket).await.unwrap()
+}
+
+/// What kubelet does with a pod whose RunPodSandbox failed: every sandbox
+/// of it containerd lists is stopped and removed (retrying while
+/// containerd recovers), then the pod's cgroup parent. Returns the states
+/// containerd reported.
+async fn remove_pod_sandboxes(env: &Env, cri: &mut Cri, name: &str, uid: &str) -> Vec<String> {
+    use k8s_cri::v1::{ListPodSandboxRequest, PodSandboxFilter};
+    let list = cri
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: [("app".to_string(), name.to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let mut states = Vec::new();
+    for sb in list {
+        states.push(format!(
+            "{:?}",
+            PodSandboxState::try_from(sb.state).unwrap()
+        ));
+        let husk = match pod_status(cri, &sb.id).await {
+            Ok((_, info)) => HuskPod::from_info(&sb.id, &info).ok(),
+            Err(_) => None,
+        };
+        let t0 = std::time::Instant::now();
+        loop {
+            let r = match stop_pod(cri, &sb.id).await {
+                Ok(()) => remove_pod(cri, &sb.id).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => break,
+                Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("removing {} while containerd recovers: {e}", sb.id);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("pod {} cannot be removed: {e}", sb.id),
+            }
+        }
+        if let Some(p) = husk {
+            p.assert_gone().await.unwrap();
+        }
+    }
+    remove_pod_cgroup(env, uid);
+    let left = cgroup_dirs(env, &format!("pod{uid}"));
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    states
+}
+
+/// Fault: containerd killed (SIGKILL) while RunPodSandbox is in flight
+/// on the husk handler, at delays across the call, then started again.
+/// kubelet sees the call fail; afterwards containerd lists the pod's
+/// sandbox (NOTREADY) or none, and removing what it lists leaves nothing:
+/// no shim, holder, cgroup, mount, netns or bundle. A shim containerd
+/// launched but never told of a sandbox exits on its own (idle exit).
+#[tokio::test]
+async fn containerd_killed_during_run_pod_sandbox() {
+    let Some(env) = test_env() else { return };
+    let _g = SERIAL.lock().await;
+    let before = husk_servers();
+    let mut cri = connect(&env.socket).await.unwrap();
+    let mut outcomes = Vec::new();
+    for (n, delay_ms) in [0u64, 10, 25, 50, 100].into_iter().enumerate() {
+        let name = format!("cdkill-run{n}");
+        let uid = uid(&name);
+        let mut c2 = cri.clone();
+        let config = pod_config(&env, &name, &uid, false);
+        let call = tokio::spawn(async move { run_pod(&mut c2, config, "husk").await });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        cri = kill_and_restart_containerd(&env).await;
+        let result = call.await.unwrap();
+        let states = remove_pod_sandboxes(&env, &mut cri, &name, &uid).await;
+        outcomes.push(format!(
+            "{delay_ms} ms: RunPodSandbox {}, then listed {states:?}",
+            if result.is_ok() { "returned" } else { "failed" }
+        ));
+    }
+    eprintln!(
+        "containerd killed during RunPodSandbox:\n  {}",
+        outcomes.join("\n  ")
+    );
+    eventually("every shim of these pods to exit", 90, || {
+        husk_servers().is_subset(&before)
+    })
+    .await
+    .unwrap();
+}
+
+/// Fault: containerd killed while CreateContainer is in flight in a
+/// running husk pod, then started again. The pod stays READY; the
+/// container is listed (or not); removing what is listed, then the pod,
+/// leaves no container process, cgroup, mount or runtime state.
+#[tokio::test]
+async fn containerd_killed_during_create_container() {
+    let Some(env) = test_env() else { return };
+    let _g = SERIAL.lock().await;
+    let states_before = runtime_states();
+    let mut cri = connect(&env.socket).await.unwrap();
+    let mut outcomes = Vec::new();
+    for (n, delay_ms) in [0u64, 10, 25, 50].into_iter().enumerate() {
+        let name = format!("cdkill-ctr{n}");
+        let uid = uid(&name);
+        let config = pod_config(&env, &name, &uid, false);
+        let pod_id = run_pod(&mut cri, config.clone(), "husk").await.unwrap();
+        let mut c2 = cri.clone();
+        let cfg = container_config(&env, "c", "sleep 1000");
+        let pid2 = pod_id.clone();
+        let call = tokio::spawn(async move {
+            c2.create_container(k8s_cri::v1::CreateContainerRequest {
+                pod_sandbox_id: pid2,
+                config: Some(cfg),
+                sandbox_config: Some(config),
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        cri = kill_and_restart_containerd(&env).await;
+        let result = call.await.unwrap();
+        let (st, _) = pod_status(&mut cri, &pod_id).await.unwrap();
+        assert_eq!(
+            st.state,
+            PodSandboxState::SandboxReady as i32,
+            "the pod runs on"
+        );
+        let listed = cri
+            .list_containers(k8s_cri::v1::ListContainersRequest {
+                filter: Some(k8s_cri::v1::ContainerFilter {
+                    pod_sandbox_id: pod_id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        let mut seen = Vec::new();
+        for c in &listed {
+            seen.push(format!(
+                "{:?}",
+                k8s_cri::v1::ContainerState::try_from(c.state).unwrap()
+            ));
+            let _ = stop_container(&mut cri, &c.id, 0).await;
+            remove_container(&mut cri, &c.id).await.unwrap();
+            assert!(
+                mounts_mentioning(&c.id).is_empty(),
+                "mounts of {} left",
+                c.id
+            );
+        }
+        outcomes.push(format!(
+            "{delay_ms} ms: CreateContainer {}, then listed {seen:?}",
+            if result.is_ok() { "returned" } else { "failed" }
+        ));
+        remove_pod_sandboxes(&env, &mut cri, &name, &uid).await;
+    }
+    eprintln!(
+        "containerd killed during CreateContainer:\n  {}",
+        outcomes.join("\n  ")
+    );
+    assert_eq!(
+        runtime_states(),
+        states_before,
+        "no container's runtime state is left"
+    );
+}
