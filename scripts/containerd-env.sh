@@ -153,6 +153,7 @@ state = '$RUN/state'
     stream_server_port = '0'
 EOF
   # A bridge with no gateway and no masquerade: pods get addresses on a
+  # /16 (room for the density runs: 300 pods and more at once) on a
   # host-local bridge with no uplink, so nothing leaves the host.
   cat >"$CNI_CONF/10-husk-e2e.conflist" <<EOF
 {
@@ -167,7 +168,7 @@ EOF
       "hairpinMode": false,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "10.222.0.0/24" }]],
+        "ranges": [[{ "subnet": "10.222.0.0/16" }]],
         "dataDir": "$RUN/cni-ipam"
       }
     }

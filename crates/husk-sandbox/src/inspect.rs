@@ -97,6 +97,19 @@ pub fn fds_and_rss_kib(pid: u32) -> (usize, u64) {
     (fds, rss)
 }
 
+/// The host's MemAvailable (/proc/meminfo), in KiB; 0 if unreadable.
+pub fn mem_available_kib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Mount points at or below `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     mount_points()

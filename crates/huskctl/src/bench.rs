@@ -174,7 +174,7 @@ fn merge(into: &mut Samples, from: Samples) {
     }
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

@@ -47,7 +47,7 @@ pub struct ChurnArgs {
 
 /// What a run may leave behind, counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Census(BTreeMap<&'static str, usize>);
+pub(crate) struct Census(pub(crate) BTreeMap<&'static str, usize>);
 
 fn entries(dir: &Path) -> usize {
     fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0)
@@ -64,7 +64,7 @@ fn subdirs(dir: &Path) -> usize {
 }
 
 impl Census {
-    fn take(ns: &str) -> Census {
+    pub(crate) fn take(ns: &str) -> Census {
         let root = paths::run_root();
         let mut m = BTreeMap::new();
         let procs = husk_sandbox::inspect::all_pids()
@@ -101,7 +101,7 @@ impl Census {
     }
 
     /// What differs, but huskctl's own fds (its runtime opens some lazily).
-    fn diff(&self, before: &Census) -> Vec<String> {
+    pub(crate) fn diff(&self, before: &Census) -> Vec<String> {
         self.0
             .iter()
             .filter(|(k, _)| **k != "huskctl fds")
@@ -111,7 +111,7 @@ impl Census {
     }
 }
 
-fn sandbox_args(ns: &str, id: String) -> CreateArgs {
+pub(crate) fn sandbox_args(ns: &str, id: String) -> CreateArgs {
     CreateArgs {
         bundle: client::bundle_dir(ns, &id),
         pod: PodConfig {
@@ -123,7 +123,9 @@ fn sandbox_args(ns: &str, id: String) -> CreateArgs {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
 }
 

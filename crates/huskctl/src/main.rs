@@ -6,6 +6,7 @@ mod churn;
 mod client;
 mod container;
 mod demo;
+mod load;
 mod output;
 
 use std::collections::BTreeMap;
@@ -144,6 +145,9 @@ enum Cmd {
     /// Sandboxes and containers made and removed many times, with a leak
     /// census; fails on any leak.
     Churn(churn::ChurnArgs),
+    /// N sandboxes alive at once: time per pod while loading, memory per
+    /// pod at full load, teardown time, leak census; fails on any leak.
+    Load(load::LoadArgs),
 }
 
 fn kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
@@ -362,6 +366,15 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Demo => demo::run(&cli.namespace, client::shim_binary(cli.shim.as_deref())).await?,
         Cmd::Churn(a) => {
             churn::run(
+                &cli.namespace,
+                client::shim_binary(cli.shim.as_deref()),
+                a,
+                &out,
+            )
+            .await?
+        }
+        Cmd::Load(a) => {
+            load::run(
                 &cli.namespace,
                 client::shim_binary(cli.shim.as_deref()),
                 a,

@@ -108,6 +108,33 @@ impl Ctl {
     }
 }
 
+impl Drop for Ctl {
+    /// Best effort for a test that failed half-way: every pod with state
+    /// in this run root gets what containerd would run for a dead shim.
+    fn drop(&mut self) {
+        let state = self.run_root.path().join("state").join(NS);
+        let Ok(pods) = std::fs::read_dir(&state) else {
+            return;
+        };
+        for p in pods.flatten() {
+            let pod = p.file_name().to_string_lossy().into_owned();
+            if let Some(server) = husk_shim::server_proc::shim_server(&pod) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(server as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let shim = Path::new(HUSKCTL).with_file_name("containerd-shim-husk-v1");
+            let _ = Command::new(shim)
+                .env("HUSK_RUN_ROOT", self.run_root.path())
+                .args(["-namespace", NS, "-id", &pod, "-bundle"])
+                .arg(self.bundle(&pod))
+                .arg("delete")
+                .output();
+        }
+    }
+}
+
 /// Every cgroup directory named `name` under /husk, in every hierarchy.
 pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
