@@ -111,15 +111,18 @@ pub fn with_pod_mounts(
         if dest == "/dev/shm" && host_ipc {
             continue;
         }
-        let existing = mounts.iter().position(|m| m["destination"] == dest);
-        match existing {
-            // The runtime's default /dev/shm is a private tmpfs: the pod's wins.
-            Some(i) if dest == "/dev/shm" && mounts[i]["type"] == "tmpfs" => {
-                mounts.remove(i);
-            }
-            Some(_) => continue,
-            None => {}
+        // The runtime's default /dev/shm is a private tmpfs: the pod's wins
+        // (over every such entry: fuzzing found a spec with two, which a
+        // second edit would have bound twice). Anything else the spec
+        // mounts there stays.
+        let default_shm = |m: &serde_json::Value| dest == "/dev/shm" && m["type"] == "tmpfs";
+        if mounts
+            .iter()
+            .any(|m| m["destination"] == dest && !default_shm(m))
+        {
+            continue;
         }
+        mounts.retain(|m| !(m["destination"] == dest && default_shm(m)));
         mounts.push(serde_json::json!({
             "destination": dest,
             "type": "bind",
@@ -323,6 +326,21 @@ mod tests {
         .unwrap();
         let added = add_pod_mounts(d.path(), &pod).unwrap();
         assert!(!added.contains(&"/dev/shm"));
+    }
+
+    /// Fuzz regression (oci_spec): a spec with two default /dev/shm
+    /// tmpfs mounts got the pod's shm bound twice over two edits.
+    #[test]
+    fn every_default_shm_gives_way_once() {
+        let spec = br#"{"mounts":[{"destination":"/dev/shm","type":"tmpfs","source":"shm"},
+                                  {"destination":"/dev/shm","type":"tmpfs","source":"shm"}]}"#;
+        let pod = [PathBuf::from("/b/shm")];
+        let (text, added) = with_pod_mounts(spec, &pod).unwrap();
+        assert_eq!(added, vec!["/dev/shm"]);
+        let text = text.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(v["mounts"].as_array().unwrap().len(), 1);
+        assert_eq!(with_pod_mounts(&text, &pod).unwrap().0, None);
     }
 
     #[test]
