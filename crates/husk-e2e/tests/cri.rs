@@ -241,3 +241,66 @@ async fn twenty_in_a_row_and_ten_in_parallel() {
     }
     assert_eq!(holders(), before);
 }
+
+/// The fields of `/proc/<pid>/status` that say what a process may do.
+fn powers(pid: u32) -> std::collections::BTreeMap<String, String> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| {
+            [
+                "Uid",
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+                "Seccomp",
+                "Seccomp_filters",
+            ]
+            .contains(k)
+        })
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The pod holder against what it replaces: CRI's pause container on the
+/// runc handler, both through the same containerd with the same pod
+/// config. The holder must hold less power on every count.
+#[tokio::test]
+async fn the_holder_has_less_power_than_a_pause_container() {
+    let Some(env) = test_env() else { return };
+    let _g = SERIAL.lock().await;
+    let mut cri = connect(&env.socket).await.unwrap();
+    let u = uid("powers");
+    let (husk_id, pod) = husk_pod(&env, &mut cri, "powers-husk", &format!("{u}-h")).await;
+    let runc_id = run_pod(
+        &mut cri,
+        pod_config(&env, "powers-runc", &format!("{u}-r"), false),
+        "runc",
+    )
+    .await
+    .unwrap();
+    let (_, info) = pod_status(&mut cri, &runc_id).await.unwrap();
+    let pause = info["pid"].as_u64().unwrap() as u32;
+    let (holder, pause_p) = (powers(pod.holder), powers(pause));
+    eprintln!("husk holder: {holder:?}\npause (runc): {pause_p:?}");
+    let caps = |m: &std::collections::BTreeMap<String, String>, k: &str| {
+        u64::from_str_radix(&m[k], 16).unwrap()
+    };
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(caps(&holder, k), 0, "holder {k}");
+        assert!(caps(&holder, k) <= caps(&pause_p, k), "{k}");
+    }
+    assert!(caps(&pause_p, "CapBnd") > 0, "pause keeps a bounding set");
+    assert_eq!(holder["NoNewPrivs"], "1");
+    assert_eq!(holder["Seccomp"], "2", "the holder runs under a filter");
+    for (id, uid) in [(husk_id, format!("{u}-h")), (runc_id, format!("{u}-r"))] {
+        stop_pod(&mut cri, &id).await.unwrap();
+        remove_pod(&mut cri, &id).await.unwrap();
+        remove_pod_cgroup(&env, &uid);
+    }
+    pod.assert_gone().await.unwrap();
+}
