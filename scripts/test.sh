@@ -41,6 +41,9 @@ bash scripts/soak.sh -n 300 -c 4 --every 100 --container-cycles 30 --execs 100 |
 echo "== short soak through containerd's CRI"
 bash scripts/soak.sh --cri --execs 200 --container-cycles 50 --pods 50
 
+echo "== short density run: pods held alive at once, direct and through CRI beside the Go shim"
+bash scripts/density.sh --direct 100 --cri 20 | tail -4
+
 echo "== fuzz: every target 30 s, after replaying every input that ever crashed it"
 bash scripts/fuzz.sh --seconds 30
 
