@@ -281,9 +281,12 @@ fn ping_stays_fast_while_containers_are_created_and_stopped() {
         lat[lat.len() / 2],
         p99
     );
+    // Not a timing target (that is `huskctl bench`): a server thread that
+    // waited on a runc create (40 ms here) or on the stop escalation (1 s)
+    // would push p99 well past this.
     assert!(
-        p99 < std::time::Duration::from_millis(5),
-        "ping p99 {p99:?}"
+        p99 < std::time::Duration::from_millis(30),
+        "ping p99 {p99:?}: the server thread blocked"
     );
     ctl.json(&["shutdown", &pod]);
 }

@@ -28,10 +28,11 @@ fn kill_9_of_the_shim_mid_container_create() {
         return;
     }
     let mut killed_mid_call = 0;
-    for (n, delay_ms) in [0u64, 2, 4, 8, 12, 16, 24, 32, 48, 64]
-        .into_iter()
-        .enumerate()
-    {
+    // Every millisecond across the call (a few tens of ms in a debug
+    // build), then past its end.
+    let delays: Vec<u64> = (0..40).chain([48, 64, 96]).collect();
+    let tries = delays.len();
+    for (n, delay_ms) in delays.into_iter().enumerate() {
         let ctl = Ctl::new();
         let pod = format!("fk{}x{n}", std::process::id());
         let c = format!("{pod}-c");
@@ -52,7 +53,7 @@ fn kill_9_of_the_shim_mid_container_create() {
         ctl.shim_delete(&pod);
         ctl.assert_pod_gone(&pod, &[&c]);
     }
-    eprintln!("container create: {killed_mid_call} of 10 killed mid-call");
+    eprintln!("container create: {killed_mid_call} of {tries} killed mid-call");
     assert!(killed_mid_call > 0, "no kill landed inside a create");
 }
 

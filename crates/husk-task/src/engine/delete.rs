@@ -23,10 +23,16 @@ impl TaskRecord {
         self.save_as(&bundle.join(TASK_RECORD))
     }
 
-    /// Writes the record to `path` atomically (temp file, rename).
+    /// Writes the record to `path` atomically (temp file, rename). The
+    /// temp file's name starts with a dot, which no id does: a reader of
+    /// the registry tells a half-written record (the shim was killed
+    /// between write and rename) from a container's.
     pub(crate) fn save_as(&self, path: &Path) -> Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.tmp"));
         let data = serde_json::to_vec(self).map_err(|e| Error::invalid(e.to_string()))?;
         std::fs::write(&tmp, data)
             .and_then(|()| std::fs::rename(&tmp, path))
@@ -233,6 +239,12 @@ pub fn reclaim_all(host: &Host, registry: &Path, default_root: &Path) -> Result<
     let mut n = 0;
     let mut first_err = None;
     for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            // Half-written: the same record was written ahead in the
+            // container's bundle, or nothing was made yet.
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
         let r = TaskRecord::load(&entry.path())
             .and_then(|rec| rec.map(|r| r.reclaim(host, default_root)).transpose());
         match r {

@@ -590,6 +590,8 @@ impl Native {
 /// and removes its cgroup and state. Blocking; bounded.
 pub fn reclaim(root: &Path, id: &str, cgroups: &dyn Cgroups) -> Result<(), String> {
     let path = root.join(format!("{id}.husk.json"));
+    // A shim killed between writing the state and renaming it into place.
+    let _ = std::fs::remove_file(path.with_extension("tmp"));
     let Ok(data) = std::fs::read(&path) else {
         return Ok(());
     };
