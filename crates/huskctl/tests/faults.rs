@@ -247,6 +247,23 @@ fn the_log_fifo_reader_goes_away_while_a_container_writes_10_mb() {
     ctl.assert_pod_gone(&pod, &[&c, &other]);
 }
 
+/// Writes `<run root>/runc-wrapper`, a shell script with `body`, and
+/// names it the node's OCI runtime; returns its path. Replaced whole
+/// (rename), so a runtime call never reads half of it.
+fn runc_wrapper(ctl: &Ctl, body: &str) -> std::path::PathBuf {
+    let wrapper = ctl.run_root.path().join("runc-wrapper");
+    let tmp = wrapper.with_extension("tmp");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &wrapper).unwrap();
+    std::fs::write(
+        ctl.run_root.path().join("runtime.toml"),
+        format!("BinaryName = '{}'\n", wrapper.display()),
+    )
+    .unwrap();
+    wrapper
+}
+
 /// The OCI runtime fails, then goes missing, while a container runs
 /// (runc behind a wrapper the test breaks). Calls that need it fail with
 /// its error; removing the container and the pod still leaves nothing.
@@ -256,27 +273,14 @@ fn the_oci_runtime_fails_then_goes_missing_mid_life() {
         return;
     }
     let ctl = Ctl::new();
-    let wrapper = ctl.run_root.path().join("runc-wrapper");
-    let write_wrapper = |body: &str| {
-        let tmp = wrapper.with_extension("tmp");
-        std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        std::fs::rename(&tmp, &wrapper).unwrap();
-    };
-    write_wrapper("exec runc \"$@\"");
-    std::fs::write(
-        ctl.run_root.path().join("runtime.toml"),
-        format!("BinaryName = '{}'\n", wrapper.display()),
-    )
-    .unwrap();
+    let wrapper = runc_wrapper(&ctl, "exec runc \"$@\"");
     let pod = format!("fr{}", std::process::id());
     let (c, d) = (format!("{pod}-c"), format!("{pod}-d"));
     ctl.json(&["run", "--id", &pod]);
     let pid = ctl.json(&["run-container", &pod, "--id", &c, "--", "sleep", "1000"])["pid"]
         .as_u64()
         .unwrap() as u32;
-    write_wrapper("echo 'runtime broken by the test' >&2; exit 1");
+    runc_wrapper(&ctl, "echo 'runtime broken by the test' >&2; exit 1");
     let out = ctl.run(&["exec", &pod, &c, "--", "true"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -335,4 +339,30 @@ fn the_shim_binary_removed_mid_life_still_runs_containers() {
     ctl.json(&["rm-container", &pod, &a]);
     ctl.json(&["shutdown", &pod]);
     ctl.assert_pod_gone(&pod, &[&a, &b]);
+}
+
+/// The shim dies (`kill -9`) with a runc container running, and runc is
+/// gone too by the time containerd runs `shim delete`: delete does what
+/// `runc delete --force` would, from the container's record (its cgroup,
+/// written at create), and nothing is left.
+#[test]
+fn a_dead_shims_runc_container_is_reclaimed_without_runc() {
+    if !root() {
+        return;
+    }
+    let ctl = Ctl::new();
+    let wrapper = runc_wrapper(&ctl, "exec runc \"$@\"");
+    let pod = format!("fd{}", std::process::id());
+    let c = format!("{pod}-c");
+    ctl.json(&["run", "--id", &pod]);
+    let pid = ctl.json(&["run-container", &pod, "--id", &c, "--", "sleep", "1000"])["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let server = server_of(&pod);
+    kill9(server);
+    wait_until("the shim to die", || !alive(server));
+    std::fs::remove_file(&wrapper).unwrap();
+    ctl.shim_delete(&pod);
+    wait_until("the container to die", || !alive(pid));
+    ctl.assert_pod_gone(&pod, &[&c]);
 }

@@ -58,6 +58,7 @@ impl Tasks {
             root: req.options.root.clone(),
             systemd_cgroup: req.options.systemd_cgroup,
             mounts: req.rootfs.iter().map(|m| rootfs_target(req, m)).collect(),
+            cgroup: spec.cgroup.clone(),
         };
         ahead
             .save(&req.bundle)
@@ -142,12 +143,20 @@ impl Tasks {
             Ok(f) => f,
             Err(e) => return Err(undo(Error::os(id, "watch init")(e)).await),
         };
+        if spec.cgroup.is_none() {
+            // No cgroupsPath: the runtime chose one; ask the kernel where.
+            let v2 = self.host.cgroups.version() == husk_sandbox::os::CgroupVersion::V2;
+            spec.cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| crate::spec::proc_cgroup(&t, v2));
+        }
         let record = TaskRecord {
             id: id.to_string(),
             binary: req.options.binary().to_string(),
             root: req.options.root.clone(),
             systemd_cgroup: req.options.systemd_cgroup,
             mounts: mounts.clone(),
+            cgroup: spec.cgroup.clone(),
         };
         if let Err(e) = record
             .save(&req.bundle)
@@ -155,13 +164,6 @@ impl Tasks {
         {
             let _ = self.host.procs.signal(pid, libc::SIGKILL);
             return Err(undo(e).await);
-        }
-        if spec.cgroup.is_none() {
-            // No cgroupsPath: the runtime chose one; ask the kernel where.
-            let v2 = self.host.cgroups.version() == husk_sandbox::os::CgroupVersion::V2;
-            spec.cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .ok()
-                .and_then(|t| crate::spec::proc_cgroup(&t, v2));
         }
         let init = Proc::new("", req.io.clone(), Vec::new());
         init.st().pid = pid;

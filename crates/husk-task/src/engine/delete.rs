@@ -16,6 +16,10 @@ pub struct TaskRecord {
     pub root: Option<PathBuf>,
     pub systemd_cgroup: bool,
     pub mounts: Vec<PathBuf>,
+    /// The container's cgroup, when known: what `shim delete` kills and
+    /// removes itself if the runtime cannot be run any more.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 impl TaskRecord {
@@ -60,8 +64,12 @@ impl TaskRecord {
         if self.binary == crate::runtime::native::NAME {
             crate::runtime::native::reclaim(&root, &self.id, &*host.cgroups)
                 .map_err(|e| Error::invalid(format!("reclaim {}: {e}", self.id)))?;
-        } else {
-            self.runtime_delete(&root);
+        } else if !self.runtime_delete(&root) {
+            // The runtime is gone or failed: do its clean-up without it.
+            if let Some(cg) = &self.cgroup {
+                kill_and_remove_cgroup(host, cg).map_err(Error::os(&self.id, "remove cgroup"))?;
+            }
+            let _ = std::fs::remove_dir_all(root.join(&self.id));
         }
         for m in self.mounts.iter().rev() {
             host.mounts
@@ -71,8 +79,9 @@ impl TaskRecord {
         Ok(())
     }
 
-    /// `<binary> delete --force`: the runtime's own clean-up.
-    fn runtime_delete(&self, root: &Path) {
+    /// `<binary> delete --force`: the runtime's own clean-up. Whether it
+    /// ran and succeeded.
+    fn runtime_delete(&self, root: &Path) -> bool {
         let mut cmd = std::process::Command::new(&self.binary);
         cmd.arg("--root").arg(root);
         if self.systemd_cgroup {
@@ -82,12 +91,42 @@ impl TaskRecord {
             .args(["delete", "--force", &self.id])
             .stdin(std::process::Stdio::null())
             .output();
-        if let Ok(o) = &out {
-            if !o.status.success() {
+        match &out {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
                 tracing::debug!(id = %self.id, stderr = %String::from_utf8_lossy(&o.stderr), "runtime delete");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %e, binary = %self.binary, "runtime cannot be run");
+                false
             }
         }
     }
+}
+
+/// Kills every process in cgroup `cg` and removes it, in every hierarchy
+/// (with runc's unified-hierarchy twin on a hybrid host): what the
+/// runtime's `delete --force` does, for when it cannot be run. Blocking;
+/// bounded.
+pub(crate) fn kill_and_remove_cgroup(
+    host: &Host,
+    cg: &Path,
+) -> std::result::Result<(), husk_sandbox::OsError> {
+    for _ in 0..500 {
+        match host.cgroups.pids(cg) {
+            Ok(p) if !p.is_empty() => {
+                let _ = host.cgroups.kill_all(cg, libc::SIGKILL);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => break,
+        }
+    }
+    let mut dirs = host.cgroups.host_paths(cg);
+    if host.cgroups.version() == husk_sandbox::os::CgroupVersion::V1 {
+        dirs.extend(husk_sandbox::os::cgroup::hybrid_unified_dir(cg));
+    }
+    host.cgroups.remove(&dirs)
 }
 
 /// What Delete reports.
@@ -188,25 +227,10 @@ impl Tasks {
         let id = c.id.as_str();
         if let Some(cg) = c.spec.cgroup.clone() {
             let host = self.host.clone();
-            tokio::task::spawn_blocking(move || {
-                for _ in 0..500 {
-                    match host.cgroups.pids(&cg) {
-                        Ok(p) if !p.is_empty() => {
-                            let _ = host.cgroups.kill_all(&cg, libc::SIGKILL);
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        _ => break,
-                    }
-                }
-                let mut dirs = host.cgroups.host_paths(&cg);
-                if host.cgroups.version() == husk_sandbox::os::CgroupVersion::V1 {
-                    dirs.extend(husk_sandbox::os::cgroup::hybrid_unified_dir(&cg));
-                }
-                host.cgroups.remove(&dirs)
-            })
-            .await
-            .map_err(|e| Error::invalid(format!("remove {id}: {e}")))?
-            .map_err(Error::os(id, "remove cgroup"))?;
+            tokio::task::spawn_blocking(move || kill_and_remove_cgroup(&host, &cg))
+                .await
+                .map_err(|e| Error::invalid(format!("remove {id}: {e}")))?
+                .map_err(Error::os(id, "remove cgroup"))?;
         }
         c.runtime.forget(id);
         Ok(())
