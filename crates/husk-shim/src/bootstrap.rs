@@ -359,23 +359,26 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>, BootstrapError> {
 
 /// Ends the server for this id if it still runs: containerd calls `delete`
 /// when it considers the shim dead, and a server it can no longer reach
-/// must not linger. The pid comes from the bundle's `shim.pid`, or, when
-/// `delete` races a server that has not written it yet, from a scan of
-/// /proc; either way the argv (`-namespace`, `-id`, `serve`) is checked
-/// before the process is signalled.
+/// must not linger. The pid comes from the bundle's `shim.pid` (`-bundle`,
+/// else the working directory, as containerd runs it), or, when `delete`
+/// races a server that has not written it yet or the file names another
+/// process, from a scan of /proc; either way the argv (`-namespace`, `-id`,
+/// `serve`) is checked before the process is signalled.
 fn kill_stale_server(flags: &Flags) -> bool {
     let (ns, id) = (flags.namespace.as_str(), flags.id.as_str());
-    let pidfile = std::env::current_dir().map(|d| d.join(SHIM_PID_FILE)).ok();
-    let recorded = pidfile.as_ref().and_then(|f| fs::read_to_string(f).ok());
-    let server = match recorded {
-        Some(text) => text
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|p| crate::server_proc::is_shim_server(*p, Some(ns), id)),
-        // No pid file: the server may not have written it yet.
-        None => crate::server_proc::shim_server_in(ns, id),
-    };
+    let bundle = flags
+        .bundle
+        .clone()
+        .or_else(|| std::env::current_dir().ok());
+    let pidfile = bundle.map(|d| d.join(SHIM_PID_FILE));
+    let recorded = pidfile
+        .as_ref()
+        .and_then(|f| fs::read_to_string(f).ok())
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|p| crate::server_proc::is_shim_server(*p, Some(ns), id));
+    // No pid file (the server may not have written it yet), or one that
+    // names another process: look for the server itself.
+    let server = recorded.or_else(|| crate::server_proc::shim_server_in(ns, id));
     let mut killed = false;
     if let Some(pid) = server.filter(|p| *p != std::process::id()) {
         // A pidfd pins the process: the signal cannot reach a reused pid,
