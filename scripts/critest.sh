@@ -14,10 +14,12 @@ OUT=${1:-target/critest}
 [ -x "$CRITEST_DIR/run.sh" ] || { echo "critest: no $CRITEST_DIR/run.sh" >&2; exit 1; }
 eval "$(bash scripts/containerd-env.sh env)"
 rm -rf "$OUT" && mkdir -p "$OUT"
-# The suite's image cache lives with the project's other downloads.
+# The suite's image cache lives with the project's other downloads. The
+# subnet is the CNI range of containerd-env.sh (a /16): the host's route to
+# pods must cover every address IPAM hands out, also after density runs.
 CR=("$CRITEST_DIR/run.sh" --endpoint "unix://$HUSK_E2E_CRI_SOCK"
     --ctr "$HUSK_E2E_CTR --address $HUSK_E2E_CRI_SOCK"
-    --bridge husk-e2e0 --subnet 10.222.0.0/24 --cache "$PWD/.cache/critest")
+    --bridge husk-e2e0 --subnet 10.222.0.0/16 --cache "$PWD/.cache/critest")
 status=0
 for h in runc husk; do
   echo "== critest, handler $h"
