@@ -39,6 +39,8 @@ pub struct ProcessIo {
     output: Vec<JoinHandle<()>>,
     /// Read-write handles on output FIFOs, closed at exit.
     keep: Vec<OwnedFd>,
+    /// The output FIFOs written, to wait for their reader at exit.
+    fifos: Vec<PathBuf>,
     /// The pty master, for resize.
     console: Option<OwnedFd>,
     /// binary:// loggers, awaited at exit.
@@ -65,6 +67,14 @@ impl ProcessIo {
             if tokio::time::timeout(TTY_DRAIN, t).await.is_err() {
                 abort.abort();
             }
+        }
+        // A process that exits at once (an exec of `true`) may be done
+        // before containerd's reader has opened the FIFO: with every writer
+        // closed by then, its open would wait forever and ExecSync with it.
+        // So the last writer stays until a reader is there (bounded).
+        let kept: Vec<(OwnedFd, PathBuf)> = self.keep.drain(..).zip(self.fifos.drain(..)).collect();
+        for (rw, path) in kept {
+            hand_over(rw, &path, READER_WAIT).await;
         }
         self.keep.clear();
         self.console = None;
@@ -155,6 +165,40 @@ fn io_err<'a>(what: &str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + '
     move |e| Error::invalid(format!("{what} {}: {e}", path.display()))
 }
 
+/// How long a process's exit waits for the reader of its output FIFO.
+const READER_WAIT: Duration = Duration::from_secs(10);
+
+/// Lets go of an output FIFO once it has a reader. `rw`, the engine's
+/// read-write handle, counts as a reader itself, so it is traded for a
+/// write-only one first; with that as the only writer, poll(2) reports
+/// POLLERR while no reader is open. Once one is (or after `limit`, or if
+/// the FIFO is gone), the writer closes and the reader sees what is left
+/// in the pipe, then EOF.
+async fn hand_over(rw: OwnedFd, path: &Path, limit: Duration) {
+    let w = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    drop(rw);
+    let Ok(w) = w else { return };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&w),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        let polled = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok();
+        let no_reader = polled
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLERR));
+        if !no_reader || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// A FIFO opened read-write: never blocks, never sees EPIPE.
 fn open_fifo(path: &Path) -> Result<OwnedFd> {
     let meta = std::fs::metadata(path).map_err(io_err("stdio fifo", path))?;
@@ -225,6 +269,7 @@ fn output(t: Target, pio: &mut ProcessIo) -> Result<Option<OwnedFd>> {
                 .try_clone()
                 .map_err(|e| Error::invalid(format!("dup stdio: {e}")))?;
             pio.keep.push(fd);
+            pio.fifos.push(p);
             Ok(Some(give))
         }
         Target::File(p) => open_file(&p).map(Some),
@@ -480,6 +525,57 @@ mod tests {
         let mut s = String::new();
         reader.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello\n", "all output arrives, then EOF");
+    }
+
+    /// Soak regression (one ExecSync in ~2,000 hung for good): the exec
+    /// wrote and exited before containerd's reader had opened the FIFO;
+    /// the engine closed the last writer, and the reader's blocking open
+    /// never returned. Drain now waits for the reader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_opens_after_the_exit_still_gets_output_and_eof() {
+        use std::io::{Read, Write};
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let io = IoPaths {
+            stdout: fifo.display().to_string(),
+            ..Default::default()
+        };
+        let (stdio, mut pio) = open(&io, "ns", "e1").await.unwrap();
+        let mut w = std::fs::File::from(stdio.stdout.unwrap());
+        w.write_all(b"done\n").unwrap();
+        drop(w); // the process has exited
+        let drain = tokio::spawn(async move { pio.drain().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The reader comes late, with a blocking open as containerd's.
+        let path = fifo.clone();
+        let read = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::fs::File::open(path)
+                .unwrap()
+                .read_to_string(&mut s)
+                .unwrap();
+            s
+        });
+        drain.await.unwrap();
+        assert_eq!(read.join().unwrap(), "done\n", "output, then EOF");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_nobody_reads_delays_the_exit_at_most_the_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let rw = open_fifo(&fifo).unwrap();
+        let t0 = std::time::Instant::now();
+        hand_over(rw, &fifo, Duration::from_millis(100)).await;
+        assert!(t0.elapsed() >= Duration::from_millis(100));
+        // Gone: no wait at all.
+        let rw = open_fifo(&fifo).unwrap();
+        std::fs::remove_file(&fifo).unwrap();
+        let t0 = std::time::Instant::now();
+        hand_over(rw, &fifo, Duration::from_secs(10)).await;
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]
