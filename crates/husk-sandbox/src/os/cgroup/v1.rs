@@ -100,7 +100,14 @@ fn init_cpuset(dir: &Path) -> Result<(), OsError> {
         return Ok(());
     };
     for file in ["cpuset.cpus", "cpuset.mems"] {
-        let value = read_opt(&parent.join(file))?.unwrap_or_default();
+        let mut value = read_opt(&parent.join(file))?.unwrap_or_default();
+        if value.trim().is_empty() && read_opt(&parent.join(file))?.is_some() {
+            // The parent is a cpuset cgroup another pod's create has just
+            // made and not yet filled (e2e: ten pods at once under a fresh
+            // parent hit this): fill it first, from its own parent.
+            init_cpuset(parent)?;
+            value = read_opt(&parent.join(file))?.unwrap_or_default();
+        }
         let mine = dir.join(file);
         fs::write(&mine, value.trim()).map_err(|e| OsError::path("write", &mine, e))?;
     }
