@@ -47,17 +47,7 @@ async fn husk_pods_survive_a_containerd_restart() {
         assert!(alive(pod.holder), "pod {id} runs on without containerd");
         assert!(husk_shim_pid(id).is_some(), "its shim too");
     }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/containerd-env.sh"
-    );
-    let ok = Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "containerd came back");
+    start_containerd();
     assert_ne!(env.containerd_pid().unwrap(), pid);
 
     let mut cri = connect(&env.socket).await.unwrap();
@@ -160,16 +150,7 @@ async fn containers_survive_a_containerd_restart() {
     // Output while nobody reads the FIFO stays in it; the process runs on.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(alive(pid), "the container runs on without containerd");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/containerd-env.sh"
-    );
-    assert!(Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .status()
-        .unwrap()
-        .success());
+    start_containerd();
     let mut cri = connect(&env.socket).await.unwrap();
     let (st, _) = container_status(&mut cri, &c).await.unwrap();
     assert_eq!(
@@ -291,13 +272,8 @@ fn netns_files(env: &Env) -> std::collections::BTreeSet<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
-/// SIGKILL to containerd, then the same containerd started again.
-async fn kill_and_restart_containerd(env: &Env) -> Cri {
-    let pid = env.containerd_pid().unwrap();
-    signal(pid, nix::sys::signal::Signal::SIGKILL);
-    eventually("containerd to die", 20, || !alive(pid))
-        .await
-        .unwrap();
+/// The same containerd started again (`containerd-env.sh start`).
+fn start_containerd() {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/containerd-env.sh"
@@ -309,6 +285,16 @@ async fn kill_and_restart_containerd(env: &Env) -> Cri {
         .unwrap()
         .success();
     assert!(ok, "containerd came back");
+}
+
+/// SIGKILL to containerd, then the same containerd started again.
+async fn kill_and_restart_containerd(env: &Env) -> Cri {
+    let pid = env.containerd_pid().unwrap();
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+    eventually("containerd to die", 20, || !alive(pid))
+        .await
+        .unwrap();
+    start_containerd();
     connect(&env.socket).await.unwrap()
 }
 
